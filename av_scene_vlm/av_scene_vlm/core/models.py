@@ -1,0 +1,125 @@
+"""Model loading shared by the engine, the captioner, the nodes and the CLIs.
+
+Why one place: every front end must fail the same way when a model is missing (one clear message
+naming the model and how to get it, never a hub traceback), honour HF_HUB_OFFLINE, never enable
+remote code by default, and pick device/dtype by the same rules.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names it and says how to get it."""
+
+
+def offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def how_to_get(model: str) -> str:
+    """The remedy printed with every load failure."""
+    if _looks_like_path(model):
+        return (
+            f"'{model}' is not a directory holding a saved model (config.json + weights). "
+            "Pass a directory written by save_pretrained or a Hugging Face hub id."
+        )
+    return (
+        f"Download it on a machine with network access: `huggingface-cli download {model}` "
+        f"(or `hf download {model} --local-dir DIR`), then pass DIR as the model, or copy the "
+        "Hugging Face cache (~/.cache/huggingface) and keep HF_HUB_OFFLINE=1."
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' requested but CUDA is not available on this machine")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> float16 on CUDA (bfloat16 for captioning is chosen by the captioner), float32 on CPU."""
+    key = (dtype or "auto").strip().lower()
+    if key == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if key not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype '{dtype}'; use auto, float32, float16 or bfloat16")
+    if device.type == "cpu" and _DTYPES[key] == torch.float16:
+        raise ModelLoadError("float16 is not supported on CPU; use float32 (or bfloat16)")
+    return _DTYPES[key]
+
+
+def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` with the project's rules and errors (offline, no remote code)."""
+    local = Path(model).expanduser()
+    source = str(local) if local.is_dir() else model
+    if _looks_like_path(model) and not local.is_dir():
+        raise ModelLoadError(f"cannot load model '{model}': no such directory. {how_to_get(model)}")
+    kwargs.setdefault("trust_remote_code", False)
+    if offline():
+        kwargs.setdefault("local_files_only", True)
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, EnvironmentError) as exc:  # hub and config errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline() else first
+        raise ModelLoadError(f"cannot load model '{model}': {where}. {how_to_get(model)}") from None
+
+
+@dataclass
+class LoadedClip:
+    """A CLIP-family model with its processor, on its device and dtype, in eval mode."""
+
+    model: Any
+    processor: Any
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_clip(model: str = DEFAULT_CLIP_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedClip:
+    """Load a CLIP-family checkpoint (hub id or local directory) through transformers."""
+    from transformers import AutoModel, AutoProcessor
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    processor = from_pretrained(AutoProcessor, model)
+    net = from_pretrained(AutoModel, model, dtype=dt, attn_implementation="sdpa")
+    for part in ("vision_model", "visual_projection", "text_model", "text_projection", "logit_scale"):
+        if not hasattr(net, part):
+            raise ModelLoadError(
+                f"model '{model}' ({type(net).__name__}) is not a CLIP-family model: it has no '{part}'"
+            )
+    net.to(dev).eval()
+    return LoadedClip(model=net, processor=processor, model_id=model, device=dev, dtype=dt)

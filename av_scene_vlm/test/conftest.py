@@ -1,0 +1,38 @@
+"""Shared fixtures: keep DDS on this machine and Hugging Face offline, build tiny models once."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports rclpy: DDS stays on this host, on a domain of this run's own.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 50))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP checkpoint saved with save_pretrained (loaded like any hub model)."""
+    from av_scene_vlm.core.random_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny CLIP with other weights (a different model for swap/mismatch tests)."""
+    from av_scene_vlm.core.random_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip-2", seed=1)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
