@@ -32,7 +32,7 @@ $(STAMPS)/msgs: $(STAMPS)/deps scripts/build_msgs.sh av_scene_vlm_msgs/CMakeList
 	touch $@
 
 $(STAMPS)/package: $(STAMPS)/msgs av_scene_vlm/setup.py
-	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e av_scene_vlm
+	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --config-settings editable_mode=compat -e av_scene_vlm
 	touch $@
 
 test: setup

@@ -157,7 +157,9 @@ def test_roundtrip_across_processes(ros_context) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
     try:
         ok = _wait(
-            lambda: len(received) == len(samples), timeout=20, spin=lambda: executor.spin_once(timeout_sec=0.05)
+            lambda: len(received) == len(samples),
+            timeout=20,
+            spin=lambda: executor.spin_once(timeout_sec=0.05),
         )
         assert ok, f"received only {sorted(received)} from the other process"
         for name, sent in samples.items():

@@ -13,7 +13,9 @@ import sys
 from av_scene_vlm import __version__
 
 # name -> (module, help). Each module provides `add_arguments(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "classify": ("av_scene_vlm.cli.classify", "Zero-shot classify images with CLIP."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,11 +129,17 @@ class ZeroShotEngine:
 
     def _label_embeddings(self) -> list[torch.Tensor]:
         if self._task_embeds is None:
-            embeds = []
-            for task in self._tasks:
-                per_label = [self._encode_cached(p) for p in self.prompts(task)]
-                # Prompt ensemble (CLIP paper): mean of normalized prompt embeddings, renormalized.
-                mean = torch.stack([e.mean(0) for e in per_label])
+            per_task = [self.prompts(task) for task in self._tasks]
+            flat = [p for labels in per_task for prompts in labels for p in prompts]
+            encoded = self._encode_cached(flat)  # one text-tower call for every new prompt
+            embeds, i = [], 0
+            for labels in per_task:
+                means = []
+                for prompts in labels:
+                    # Prompt ensemble (CLIP paper): mean of normalized prompt embeddings, renormalized.
+                    means.append(encoded[i : i + len(prompts)].mean(0))
+                    i += len(prompts)
+                mean = torch.stack(means)
                 embeds.append(mean / mean.norm(dim=-1, keepdim=True))
             self._task_embeds = embeds
         return self._task_embeds
@@ -166,7 +172,9 @@ class ZeroShotEngine:
             return self._encode_cached(list(texts)).cpu().numpy()
 
     # ---- images --------------------------------------------------------------------------------
-    def _encode_images(self, frames: Sequence[np.ndarray], patches: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode_images(
+        self, frames: Sequence[np.ndarray], patches: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = self.preprocess(frames)
         vision = self.model.vision_model(pixel_values=pixels)
         emb = self.model.visual_projection(vision.pooler_output).float()
@@ -218,13 +226,15 @@ class ZeroShotEngine:
             tasks = self._tasks
             img, patch = self._encode_images(frames, patches=any(want))
             cos = [img @ e.T for e in label_embeds]  # per task (N, L)
-            probs = [(self.logit_scale * c).softmax(dim=-1) for c in cos]
+            probs = [(self.logit_scale * c.double()).softmax(dim=-1) for c in cos]  # float64: sums to 1
             cos_np = [c.cpu().numpy() for c in cos]
-            probs_np = [p.double().cpu().numpy() for p in probs]
+            probs_np = [p.cpu().numpy() for p in probs]
             img_np = img.cpu().numpy()
             maps = None
             if patch is not None:
-                maps = self._patch_maps(patch, want, tasks, label_embeds, probs_np, heatmap_task, heatmap_label)
+                maps = self._patch_maps(
+                    patch, want, tasks, label_embeds, probs_np, heatmap_task, heatmap_label
+                )
         latency = time.perf_counter() - t0
         results = []
         for i, frame in enumerate(frames):
@@ -248,7 +258,7 @@ class ZeroShotEngine:
         labels = tasks[k].label_names
         if heatmap_label is not None and heatmap_label not in labels:
             raise TaskError(f"heatmap label {heatmap_label!r} is not a label of task {tasks[k].name!r}")
-        n_side = int(round(patch.shape[1] ** 0.5))
+        n_side = round(patch.shape[1] ** 0.5)
         out = []
         for i, w in enumerate(want):
             if not w:
@@ -264,9 +274,11 @@ class ZeroShotEngine:
         import cv2
 
         r = self.preprocess.crop_region(height, width)
-        top, left = int(round(r.top)), int(round(r.left))
-        bottom, right = max(top + 1, int(round(r.bottom))), max(left + 1, int(round(r.right)))
-        inner = cv2.resize(grid.astype(np.float32), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+        top, left = round(r.top), round(r.left)
+        bottom, right = max(top + 1, round(r.bottom)), max(left + 1, round(r.right))
+        inner = cv2.resize(
+            grid.astype(np.float32), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR
+        )
         pad = ((top, max(0, height - bottom)), (left, max(0, width - right)))
         return np.pad(inner, pad, mode="edge")[:height, :width]
 

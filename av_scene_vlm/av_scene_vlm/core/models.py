@@ -91,7 +91,7 @@ def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
         kwargs.setdefault("local_files_only", True)
     try:
         return cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError, EnvironmentError) as exc:  # hub and config errors
+    except (OSError, ValueError, KeyError) as exc:  # hub and config errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline() else first
         raise ModelLoadError(f"cannot load model '{model}': {where}. {how_to_get(model)}") from None

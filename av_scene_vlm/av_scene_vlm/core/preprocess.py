@@ -111,7 +111,9 @@ class Preprocessor:
             check_frame(frame)
             groups.setdefault(frame.shape[:2], []).append(i)
         for (h, w), idx in groups.items():
-            batch = self._to_device(np.stack([frames[i] for i in idx]) if len(idx) > 1 else frames[idx[0]][None])
+            batch = self._to_device(
+                np.stack([frames[i] for i in idx]) if len(idx) > 1 else frames[idx[0]][None]
+            )
             crops = self._resize_crop(batch, h, w)
             for j, i in enumerate(idx):
                 out[i] = crops[j]

@@ -1,0 +1,71 @@
+"""`av-scene-vlm classify`: the notebook's "Probability of truck: 0.989 … Predicted Label: truck"."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, read_images, run_guarded
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
+    parser.add_argument(
+        "--labels", nargs="+", metavar="LABEL", help="candidate labels, e.g. car truck bus cycle"
+    )
+    parser.add_argument(
+        "--config",
+        help="YAML with tasks (e.g. config/scene_vlm.yaml); classifies every task instead of --labels",
+    )
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}' for the label; repeat to ensemble (default: 'a photo of a {}.')",
+    )
+    add_clip_args(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object per image and task")
+
+
+def _tasks(args: argparse.Namespace):
+    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
+
+    try:
+        tasks = tasks_from_labels(args.labels or [])
+        if args.config:
+            tasks += load_tasks_file(args.config)
+        if not tasks:
+            raise CliError("give --labels LABEL LABEL... or --config FILE")
+        return tasks
+    except TaskError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    tasks = _tasks(args)
+    images = read_images(args.images)
+    engine = make_engine(args, tasks, args.template)
+    for path, image in zip(args.images, images, strict=True):
+        result = engine.classify(image)[0]
+        for task in result.tasks:
+            if args.json:
+                obj = {
+                    "image": path,
+                    "labels": task.labels,
+                    "probabilities": [round(float(p), 6) for p in task.probabilities],
+                    "label": task.label,
+                }
+                if len(result.tasks) > 1 or task.task != "default":
+                    obj["task"] = task.task
+                print(json.dumps(obj))
+                continue
+            title = path if task.task == "default" else f"{path} [{task.task}]"
+            print(title)
+            for label, p in zip(task.labels, task.probabilities, strict=True):
+                print(f"Probability of {label}: {p:.3f}")
+            print(f"Predicted Label: {task.label}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_guarded(_run, args)

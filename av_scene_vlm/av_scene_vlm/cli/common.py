@@ -1,0 +1,85 @@
+"""Helpers every sub-command shares: model flags, image reading, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line on stderr, exit code 2, no traceback."""
+
+
+def quiet_hub() -> None:
+    """No progress bars or hub chatter on the console of a CLI (results go to stdout)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def add_clip_args(parser: argparse.ArgumentParser) -> None:
+    """--model/--device/--dtype for CLIP-based commands."""
+    parser.add_argument(
+        "--model", default=DEFAULT_CLIP_MODEL, help="hub id or local directory (default: %(default)s)"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (default: %(default)s)"
+    )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as H×W×3 uint8 RGB, or raise CliError naming the file."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"cannot read image '{p}': no such file")
+    data = np.fromfile(p, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise CliError(f"cannot read image '{p}': not an image OpenCV can decode")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """All images, or CliError for the first unreadable one (before any model is loaded)."""
+    if not paths:
+        raise CliError("no images given")
+    return [read_image(p) for p in paths]
+
+
+def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroShotEngine
+    """Load the CLIP engine for a command; a missing model becomes a CliError."""
+    quiet_hub()
+    from av_scene_vlm.core.engine import ZeroShotEngine
+    from av_scene_vlm.core.models import ModelLoadError
+    from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES, TaskError
+
+    try:
+        return ZeroShotEngine(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            tasks=tasks,
+            templates=templates or DEFAULT_TEMPLATES,
+        )
+    except (ModelLoadError, TaskError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def run_guarded(func, args: argparse.Namespace) -> int:
+    """Run a command body, turning CliError into a one-line message and exit code 2."""
+    try:
+        return int(func(args) or 0)
+    except CliError as exc:
+        print(f"av-scene-vlm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

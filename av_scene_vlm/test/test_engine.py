@@ -1,0 +1,188 @@
+"""Zero-shot engine: parity with transformers' pipeline, prompt ensembles, multi-task, cache, heatmap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from av_scene_vlm.core.engine import ZeroShotEngine
+from av_scene_vlm.core.models import ModelLoadError, load_clip
+from av_scene_vlm.core.tasks import Label, Task, TaskError, parse_tasks, tasks_from_labels
+
+LABELS = ["car", "truck", "bus", "cycle"]
+TEMPLATE = "a photo of a {}."
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_clip) -> ZeroShotEngine:
+    return ZeroShotEngine(str(tiny_clip), tasks=tasks_from_labels(LABELS), templates=[TEMPLATE])
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_clip):
+    from transformers import pipeline
+
+    return pipeline("zero-shot-image-classification", model=str(tiny_clip), device="cpu")
+
+
+def _reference(pipe, image: np.ndarray, labels: list[str], template: str = TEMPLATE) -> np.ndarray:
+    from PIL import Image
+
+    out = pipe(Image.fromarray(image), candidate_labels=labels, hypothesis_template=template)
+    scores = {d["label"]: d["score"] for d in out}
+    return np.array([scores[label] for label in labels])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 7), (1080, 1920), (480, 640), (224, 224)])
+def test_parity_with_pipeline(engine, pipe, rng, shape) -> None:
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    result = engine.classify(image)[0].tasks[0]
+    ref = _reference(pipe, image, LABELS)
+    np.testing.assert_allclose(result.probabilities, ref, atol=1e-4, rtol=0)
+    assert result.label == LABELS[int(np.argmax(ref))]
+    assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_parity_on_structured_images(engine, pipe) -> None:
+    """Smooth images (not noise) where resize details matter most; labels differ across images."""
+    yy, xx = np.mgrid[0:360, 0:640]
+    picks = set()
+    for k in range(6):
+        image = np.stack([(xx * (k + 1)) % 256, (yy * (k + 2)) % 256, ((xx + yy) * (k + 3)) % 256], -1)
+        image = image.astype(np.uint8)
+        result = engine.classify(image)[0].tasks[0]
+        ref = _reference(pipe, image, LABELS)
+        np.testing.assert_allclose(result.probabilities, ref, atol=1e-4, rtol=0)
+        picks.add(result.label)
+    assert picks, "no predictions"
+
+
+def test_batch_equals_single_frames(engine, rng) -> None:
+    frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(480, 640, 3), (480, 640, 3), (720, 1280, 3)]]
+    batch = engine.classify(frames)
+    for frame, res in zip(frames, batch, strict=True):
+        single = engine.classify(frame)[0]
+        np.testing.assert_allclose(res.tasks[0].probabilities, single.tasks[0].probabilities, atol=1e-5)
+        np.testing.assert_allclose(res.image_embedding, single.image_embedding, atol=1e-5)
+    assert batch[0].latency > 0
+
+
+def _direct_label_embedding(clip, prompts: list[str]) -> torch.Tensor:
+    tok = clip.processor.tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        e = clip.model.get_text_features(**tok)
+    e = getattr(e, "pooler_output", e)
+    e = e / e.norm(dim=-1, keepdim=True)
+    m = e.mean(0)
+    return m / m.norm()
+
+
+def test_prompt_ensemble_and_multitask_match_direct_computation(tiny_clip, rng) -> None:
+    spec = {
+        "road_user": {
+            "car": ["a photo of a car.", "a car on the road."],
+            "pedestrian": ["a photo of a pedestrian.", "a baby crossing the road.", "a child crossing."],
+        },
+        "weather": ["clear", "rain", "snow"],
+    }
+    templates = ["a photo of a {}.", "a dashcam photo taken in {} weather."]
+    engine = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks(spec), templates=templates)
+    clip = load_clip(str(tiny_clip))
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    inputs = clip.processor(images=image, return_tensors="pt")
+    with torch.no_grad():
+        img = clip.model.get_image_features(pixel_values=inputs["pixel_values"])
+    img = getattr(img, "pooler_output", img)
+    img = (img / img.norm(dim=-1, keepdim=True))[0]
+    scale = clip.model.logit_scale.exp().item()
+    result = engine.classify(image)[0]
+    assert [t.task for t in result.tasks] == ["road_user", "weather"]
+    expected_prompts = {
+        "road_user": [spec["road_user"]["car"], spec["road_user"]["pedestrian"]],
+        "weather": [[t.format(w) for t in templates] for w in spec["weather"]],
+    }
+    for task in result.tasks:
+        text = torch.stack([_direct_label_embedding(clip, p) for p in expected_prompts[task.task]])
+        cos = (text @ img).numpy()
+        np.testing.assert_allclose(task.cosine, cos, atol=1e-5)
+        np.testing.assert_allclose(
+            task.probabilities, torch.softmax(scale * (text @ img), 0).numpy(), atol=1e-5
+        )
+    # The ensemble is not just one prompt: dropping prompts changes the pedestrian embedding.
+    single = _direct_label_embedding(clip, ["a photo of a pedestrian."])
+    ensembled = _direct_label_embedding(clip, spec["road_user"]["pedestrian"])
+    assert not torch.allclose(single, ensembled)
+
+
+def test_text_cache_not_rerun_per_frame_but_after_label_change(tiny_clip, rng) -> None:
+    engine = ZeroShotEngine(str(tiny_clip), tasks=tasks_from_labels(LABELS))
+    engine.classify(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    calls = engine.text_encoder_calls
+    assert calls >= 1
+    for _ in range(3):
+        engine.classify(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert engine.text_encoder_calls == calls, "text encoder ran again for a new frame"
+    engine.set_tasks(tasks_from_labels(["car", "pedestrian", "animal"]))
+    res = engine.classify(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))[0]
+    assert engine.text_encoder_calls == calls + 1, "text encoder did not run after a label change"
+    assert res.tasks[0].labels == ["car", "pedestrian", "animal"]
+    engine.set_tasks(tasks_from_labels(["car", "pedestrian", "animal"]), templates=["a dashcam view of a {}"])
+    engine.classify(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert engine.text_encoder_calls == calls + 2, "template change did not re-encode"
+
+
+def test_invalid_tasks_keep_old_ones(engine) -> None:
+    before = engine.tasks
+    with pytest.raises(TaskError):
+        engine.set_tasks([Task("t", (Label("only"),))])
+    with pytest.raises(TaskError):
+        engine.set_tasks(parse_tasks({"a": ["x", "y"]}) + parse_tasks({"a": ["u", "v"]}))
+    with pytest.raises(TaskError):
+        engine.set_tasks(engine.tasks, templates=[])
+    assert engine.tasks == before
+
+
+def test_similarity_and_embeddings(engine, rng) -> None:
+    frames = [rng.integers(0, 256, (100, 150, 3), dtype=np.uint8) for _ in range(2)]
+    texts = ["a truck on a highway", "a baby crossing the road"]
+    sim = engine.similarity(frames, texts)
+    img = engine.encode_images(frames)
+    txt = engine.encode_texts(texts)
+    assert sim.shape == (2, 2)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sim, img @ txt.T, atol=1e-5)
+    res = engine.classify(frames[0])[0]
+    np.testing.assert_allclose(res.image_embedding, img[0], atol=1e-5)
+
+
+def test_heatmap_covers_frame_and_matches_patch_cosine(engine, rng) -> None:
+    image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    res = engine.classify(image, heatmap=True)[0]
+    assert res.heatmap is not None and res.heatmap.shape == (120, 200)
+    assert res.heatmap_label == res.tasks[0].label
+    assert np.isfinite(res.heatmap).all()
+    assert -1.0 <= res.heatmap.min() <= res.heatmap.max() <= 1.0
+    chosen = engine.classify(image, heatmap=True, heatmap_label="bus")[0]
+    assert chosen.heatmap_label == "bus"
+    assert not np.allclose(chosen.heatmap, res.heatmap) or res.heatmap_label == "bus"
+    assert engine.classify(image)[0].heatmap is None
+    with pytest.raises(TaskError):
+        engine.classify(image, heatmap=True, heatmap_label="zeppelin")
+
+
+def test_bad_frames_raise_clear_errors(engine) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        engine.classify(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="H×W×3"):
+        engine.classify(np.zeros((10, 10), np.uint8))
+    assert engine.classify([]) == []
+
+
+def test_missing_model_is_one_clear_error(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+        load_clip("no-such-org/no-such-clip")
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_clip(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="empty"):
+        load_clip(str(tmp_path / "empty"))
