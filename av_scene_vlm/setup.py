@@ -13,6 +13,7 @@ DATA_FILES = [
 
 CONSOLE_SCRIPTS = [
     "av-scene-vlm = av_scene_vlm.cli.main:main",
+    "clip_node = av_scene_vlm.ros.clip_node:main",
 ]
 
 setup(

@@ -15,6 +15,7 @@ from av_scene_vlm import __version__
 # name -> (module, help). Each module provides `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("av_scene_vlm.cli.classify", "Zero-shot classify images with CLIP."),
+    "caption": ("av_scene_vlm.cli.caption", "Describe images with Qwen2.5-VL."),
 }
 
 

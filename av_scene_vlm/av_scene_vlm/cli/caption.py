@@ -1,0 +1,86 @@
+"""`av-scene-vlm caption IMAGE...`: describe images with Qwen2.5-VL (no ROS needed).
+
+Why a CLI: it checks a checkpoint, prompt and pixel budget on a laptop before they go into the
+caption node's parameters. Heavy imports (torch, transformers) happen in `run`, so building the
+`av-scene-vlm` parser stays cheap. Exit codes: 0 ok, 2 unreadable image / bad option / model
+not loadable (message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from av_scene_vlm.cli.common import CliError, quiet_hub, read_images, run_guarded
+
+_DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"  # mirrors core.captioner.DEFAULT_CAPTION_MODEL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the caption options on `parser`."""
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV reads)")
+    parser.add_argument(
+        "--model",
+        default=_DEFAULT_MODEL,
+        help=f"hub id or local directory of a Qwen2.5-VL checkpoint (default: {_DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--prompt", default=None, help="instruction (default: a one-sentence driving-scene prompt)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (default: 64)")
+    parser.add_argument(
+        "--min-pixels",
+        type=int,
+        default=None,
+        help="lower bound of the resized image area (default: checkpoint's)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=448 * 448,
+        help="upper bound of the resized image area; visual tokens ≈ area / 784 (default: 200704 = 448²)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16 (default: auto)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+
+
+def _run(args: argparse.Namespace) -> int:
+    images = read_images(args.images)  # every file checked before the (slow) model load
+    quiet_hub()
+    from av_scene_vlm.core.captioner import DEFAULT_PROMPT, Captioner, ModelLoadError
+
+    try:
+        captioner = Captioner(
+            args.model,
+            prompt=args.prompt if args.prompt is not None else DEFAULT_PROMPT,
+            max_new_tokens=args.max_new_tokens,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    except (ModelLoadError, ValueError) as exc:  # missing model, bad pixel bounds / token budget
+        raise CliError(str(exc)) from None
+    except RuntimeError as exc:  # e.g. an unparsable --device string
+        raise CliError(f"cannot use device '{args.device}': {exc}") from None
+
+    for path, rgb in zip(args.images, images, strict=True):
+        result = captioner.caption(rgb)
+        if args.json:
+            record = {
+                "image": path,
+                "text": result.text,
+                "num_tokens": result.num_tokens,
+                "latency": round(result.latency, 4),
+                "model": result.model_id,
+            }
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            print(f"{path}: {result.text}", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Caption every image; print `<path>: <caption>` (or JSON lines). Returns the exit code."""
+    return run_guarded(_run, args)

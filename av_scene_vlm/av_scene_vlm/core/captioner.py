@@ -1,0 +1,356 @@
+"""Qwen2.5-VL image captioning, ROS-free.
+
+Why a separate class from the zero-shot engine: captioning is autoregressive and ~100x slower
+than a CLIP forward pass, so the caption node runs it on its own worker thread and it must never
+share a call path (or a lock) with classification. This module only turns an H×W×3 uint8 RGB
+array into text; scheduling is the caller's business.
+
+It loads checkpoints exactly as users do for `Qwen/Qwen2.5-VL-3B-Instruct`
+(`Qwen2_5_VLForConditionalGeneration` + `AutoProcessor`, hub id or local directory, no remote
+code, HF_HUB_OFFLINE honoured) and prompts through the processor's own chat template.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from av_scene_vlm.core.models import ModelLoadError, from_pretrained, resolve_device, resolve_dtype
+
+__all__ = [
+    "DEFAULT_CAPTION_MODEL",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_PROMPT",
+    "CaptionResult",
+    "Captioner",
+    "ModelLoadError",
+]
+
+DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+DEFAULT_PROMPT = (
+    "Describe this driving scene in one sentence: road type, traffic participants, "
+    "weather, lighting and any hazard."
+)
+# 448×448 px -> at most 16×16 merged patches = 256 visual tokens per image: enough detail for a
+# one-sentence scene caption while keeping the 3B model's prefill well under the 1 s budget.
+# (The checkpoint's own default, 12845056 px, allows up to 16384 visual tokens per image.)
+DEFAULT_MAX_PIXELS = 448 * 448
+
+# Qwen's smart_resize rejects aspect ratios >= 200; slivers are squashed to this ratio first.
+_MAX_ASPECT = 150.0
+
+
+@dataclass
+class CaptionResult:
+    """One caption. `latency` is the wall time of the call that produced it (batch time in a batch)."""
+
+    text: str
+    prompt: str
+    num_tokens: int  # generated tokens, prompt excluded, a terminating end-of-turn token included
+    latency: float  # seconds, preprocessing + generation + decoding
+    num_visual_tokens: int  # image tokens fed to the language model (bounded by min/max_pixels)
+    model_id: str
+
+
+def resolve_caption_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
+    if (dtype or "auto").strip().lower() != "auto":
+        return resolve_dtype(dtype, device)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_attn_implementation(attn_implementation: str, device: torch.device, dtype: torch.dtype) -> str:
+    """'auto' -> flash_attention_2 if flash_attn is installed and usable (CUDA, fp16/bf16), else sdpa."""
+    attn = (attn_implementation or "auto").strip().lower()
+    if attn != "auto":
+        return attn
+    if (
+        device.type == "cuda"
+        and dtype in (torch.float16, torch.bfloat16)
+        and importlib.util.find_spec("flash_attn") is not None
+    ):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """Validate an H×W×3 uint8 RGB array (H×W gray and H×W×4 RGBA are converted)."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array (H×W×3 uint8 RGB), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be H×W×3 RGB, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def _to_chw(image: np.ndarray, factor: int) -> torch.Tensor:
+    """H×W×3 uint8 -> 3×H'×W' uint8 tensor the Qwen image processor accepts for any input size.
+
+    Why: Qwen's processor needs at least `factor` (= patch 14 × merge 2 = 28) px per side,
+    rejects aspect ratios >= 200, and guesses the channel axis of tiny arrays (1×1×3) wrongly.
+    Slivers are squashed to 150:1, then images whose shorter side is under `factor` are upscaled
+    (bilinear, aspect ratio kept) so that side is `factor` px. A channels-first tensor is passed
+    so the channel axis is never guessed. Normal camera frames pass through without a copy.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    h, w = image.shape[:2]
+    th, tw = float(h), float(w)
+    if max(th, tw) / min(th, tw) > _MAX_ASPECT:
+        if th > tw:
+            th = tw * _MAX_ASPECT
+        else:
+            tw = th * _MAX_ASPECT
+    if min(th, tw) < factor:
+        scale = factor / min(th, tw)
+        th, tw = th * scale, tw * scale
+    size = (max(factor, math.ceil(th - 1e-6)), max(factor, math.ceil(tw - 1e-6)))
+    if size == (h, w):
+        return tensor
+    resized = torch.nn.functional.interpolate(
+        tensor[None].float(),
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+        antialias=size[0] < h or size[1] < w,
+    )
+    return resized[0].round().clamp_(0, 255).to(torch.uint8)
+
+
+class Captioner:
+    """Qwen2.5-VL captioner: `caption(image) -> CaptionResult`, greedy by default.
+
+    `min_pixels`/`max_pixels` bound the resized image area and therefore the visual tokens
+    (area / 28² per image) — the main cost knob. `max_pixels` defaults to 448×448 (≤ 256 visual
+    tokens); None keeps the checkpoint's own bounds. Thread-safe: calls are serialised by a lock
+    private to this instance.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_CAPTION_MODEL,
+        *,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 64,
+        min_pixels: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn_implementation: str = "auto",
+        do_sample: bool = False,
+        generate_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        dev = resolve_device(device)
+        dt = resolve_caption_dtype(dtype, dev)
+        attn = resolve_attn_implementation(attn_implementation, dev, dt)
+        net, processor = _load(model, dev, dt, attn)
+        self._setup(
+            net,
+            processor,
+            model_id=model,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            do_sample=do_sample,
+            generate_kwargs=generate_kwargs,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        processor: Any,
+        *,
+        model_id: str = "<in-memory>",
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 64,
+        min_pixels: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        do_sample: bool = False,
+        generate_kwargs: Mapping[str, Any] | None = None,
+    ) -> Captioner:
+        """Wrap an already loaded model + processor (benchmarks with random weights, sharing a model)."""
+        self = cls.__new__(cls)
+        self._setup(
+            model,
+            processor,
+            model_id=model_id,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            do_sample=do_sample,
+            generate_kwargs=generate_kwargs,
+        )
+        return self
+
+    def _setup(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        model_id: str,
+        prompt: str,
+        max_new_tokens: int,
+        min_pixels: int | None,
+        max_pixels: int | None,
+        do_sample: bool,
+        generate_kwargs: Mapping[str, Any] | None,
+    ) -> None:
+        if int(max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model = model.eval()
+        self.processor = processor
+        self.model_id = model_id
+        self.prompt = prompt
+        self.max_new_tokens = int(max_new_tokens)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        # Decoder-only batches must be left padded so every row's last token is its prompt's end.
+        processor.tokenizer.padding_side = "left"
+        image_processor = processor.image_processor
+        self._merge = int(image_processor.merge_size)
+        self._factor = int(image_processor.patch_size) * self._merge
+        self._size = self._pixel_bounds(image_processor, min_pixels, max_pixels)
+        self.generation_config = self._generation_config(do_sample)
+        self.generate_kwargs = dict(generate_kwargs or {})
+        eos = self.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+        self._templates: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _pixel_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+        size = image_processor.size
+        get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        lo = int(min_pixels) if min_pixels is not None else int(get("shortest_edge") or 56 * 56)
+        hi = int(max_pixels) if max_pixels is not None else int(get("longest_edge") or 28 * 28 * 1280)
+        if lo < 1 or hi < 1:
+            raise ValueError(f"min_pixels and max_pixels must be positive, got {lo} and {hi}")
+        if lo > hi:
+            raise ValueError(f"min_pixels ({lo}) must not exceed max_pixels ({hi})")
+        return {"shortest_edge": lo, "longest_edge": hi}
+
+    def _generation_config(self, do_sample: bool) -> Any:
+        gen = copy.deepcopy(self.model.generation_config)
+        gen.max_new_tokens = self.max_new_tokens
+        gen.do_sample = bool(do_sample)
+        if not do_sample:
+            # Greedy: neutralise the checkpoint's sampling knobs. Not None: transformers 5 refills
+            # None from model.generation_config at generate() and then warns they are ignored.
+            gen.temperature = 1.0
+            gen.top_p = 1.0
+            gen.top_k = 50
+        if gen.pad_token_id is None:
+            gen.pad_token_id = self.processor.tokenizer.pad_token_id
+        if gen.eos_token_id is None:
+            gen.eos_token_id = self.processor.tokenizer.eos_token_id
+        return gen
+
+    def _chat_text(self, prompt: str) -> str:
+        text = self._templates.get(prompt)
+        if text is None:
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            self._templates[prompt] = text
+        return text
+
+    def caption(self, image: np.ndarray, prompt: str | None = None) -> CaptionResult:
+        """Caption one H×W×3 uint8 RGB image (any size) with `prompt` (default: the instance's)."""
+        return self.caption_batch([image], prompt)[0]
+
+    def caption_batch(self, images: Sequence[np.ndarray], prompt: str | None = None) -> list[CaptionResult]:
+        """Caption several images in one padded `generate` call; same prompt for all."""
+        if len(images) == 0:
+            return []
+        prompt = self.prompt if prompt is None else prompt
+        frames = [_to_chw(_as_rgb(img), self._factor) for img in images]
+        with self._lock, torch.inference_mode():
+            start = time.perf_counter()
+            text = self._chat_text(prompt)
+            inputs = self.processor(
+                text=[text] * len(frames),
+                images=frames,
+                padding=True,
+                return_tensors="pt",
+                size=dict(self._size),
+            ).to(self.device)
+            prompt_len = inputs["input_ids"].shape[1]
+            output = self.model.generate(
+                **inputs, generation_config=self.generation_config, **self.generate_kwargs
+            )
+            generated = output[:, prompt_len:].cpu()
+            texts = self.processor.batch_decode(
+                generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            latency = time.perf_counter() - start
+        grid = inputs["image_grid_thw"].cpu()
+        return [
+            CaptionResult(
+                text=texts[i].strip(),
+                prompt=prompt,
+                num_tokens=self._count(generated[i]),
+                latency=latency,
+                num_visual_tokens=int(grid[i].prod()) // self._merge**2,
+                model_id=self.model_id,
+            )
+            for i in range(len(frames))
+        ]
+
+    def _count(self, row: torch.Tensor) -> int:
+        """Generated tokens up to and including the first end token (padding after it excluded)."""
+        for i, token in enumerate(row.tolist()):
+            if token in self._eos:
+                return i + 1
+        return int(row.shape[0])
+
+
+def _load(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
+    """Load model + processor, turning every failure into a ModelLoadError naming `model`."""
+    try:
+        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        config = from_pretrained(AutoConfig, model)
+        if getattr(config, "model_type", None) != "qwen2_5_vl":
+            raise ModelLoadError(
+                f"model '{model}' is a '{getattr(config, 'model_type', '?')}' checkpoint, "
+                f"not Qwen2.5-VL (e.g. {DEFAULT_CAPTION_MODEL})"
+            )
+        processor = from_pretrained(AutoProcessor, model)
+        net = from_pretrained(
+            Qwen2_5_VLForConditionalGeneration, model, config=config, dtype=dtype, attn_implementation=attn
+        )
+    except ModelLoadError as exc:
+        message = str(exc)
+        if "huggingface-cli download" not in message:
+            message += (
+                f" A Qwen2.5-VL checkpoint is fetched with `huggingface-cli download {DEFAULT_CAPTION_MODEL}"
+                " --local-dir DIR` on a machine with network access; then pass DIR as the model."
+            )
+        raise ModelLoadError(message) from None
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot load model '{model}': {exc}. Qwen2.5-VL's processor needs torchvision "
+            "(pip install 'av_scene_vlm[caption]'); flash_attention_2 needs the flash_attn package."
+        ) from None
+    return net.to(device).eval(), processor

@@ -1,0 +1,191 @@
+"""Camera subscriptions with newest-frame slots, shared by the classifier and the captioner.
+
+Why: the executor callback must stay O(1) — it only swaps the newest message into the camera's slot
+and wakes the worker. A frame overwritten before the worker took it is counted as dropped, so the node
+never falls behind the cameras and never processes stale frames.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from av_scene_vlm.core.naming import output_namespace
+
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+INPUT_TYPES = ("auto", "raw", "compressed")
+
+
+class RateMeter:
+    """Events per second over a sliding window (input rate, processed fps)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._times: deque[float] = deque(maxlen=10000)
+
+    def tick(self, now: float | None = None) -> None:
+        self._times.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        span = max(now - self._times[0], 1e-6)
+        return len(self._times) / span
+
+
+class Percentiles:
+    """p50/p95 of the last N samples (latencies in seconds)."""
+
+    def __init__(self, size: int = 300) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def get(self, q: float) -> float:
+        if not self._values:
+            return 0.0
+        values = sorted(self._values)
+        return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass
+class Camera:
+    """One input topic: its newest-frame slot, its output namespace and its counters."""
+
+    topic: str
+    namespace: str
+    compressed: bool
+    received: int = 0
+    dropped: int = 0
+    bad: int = 0
+    processed: int = 0
+    skipped_period: int = 0
+    input_rate: RateMeter = field(default_factory=RateMeter)
+    output_rate: RateMeter = field(default_factory=RateMeter)
+    latency: Percentiles = field(default_factory=Percentiles)  # source stamp -> publish
+    node_latency: Percentiles = field(default_factory=Percentiles)  # receive -> publish
+    _slot: tuple[Image | CompressedImage, float] | None = None
+
+
+def is_compressed_topic(topic: str, input_type: str) -> bool:
+    """image_transport naming: '<topic>/compressed' carries CompressedImage."""
+    if input_type == "compressed":
+        return True
+    if input_type == "raw":
+        return False
+    return topic.rstrip("/").endswith("/compressed")
+
+
+def plan_cameras(topics: Sequence[str], namespaces: Sequence[str], input_type: str) -> list[Camera]:
+    """Validate topics and output namespaces; two cameras sharing a namespace is an error."""
+    if not topics:
+        raise ValueError("image_topics is empty: give at least one camera topic")
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    if namespaces and len(namespaces) != len(topics):
+        raise ValueError(
+            f"output_namespaces has {len(namespaces)} entries but image_topics has {len(topics)}; "
+            "give one namespace per camera or none"
+        )
+    if len(set(topics)) != len(topics):
+        raise ValueError(f"image_topics lists a topic twice: {list(topics)}")
+    cameras = []
+    for i, topic in enumerate(topics):
+        if not topic or not isinstance(topic, str):
+            raise ValueError(f"invalid image topic {topic!r}")
+        ns = namespaces[i] if namespaces and namespaces[i] else output_namespace(topic)
+        cameras.append(
+            Camera(
+                topic=topic,
+                namespace=ns.rstrip("/") or "/",
+                compressed=is_compressed_topic(topic, input_type),
+            )
+        )
+    seen: dict[str, str] = {}
+    for cam in cameras:
+        if cam.namespace in seen:
+            raise ValueError(
+                f"cameras '{seen[cam.namespace]}' and '{cam.topic}' both publish under '{cam.namespace}'; "
+                "set output_namespaces to tell them apart"
+            )
+        seen[cam.namespace] = cam.topic
+    return cameras
+
+
+def output_topic(camera: Camera, name: str) -> str:
+    """`<namespace>/<name>`, e.g. /front/scene + classification."""
+    return f"{camera.namespace.rstrip('/')}/{name}"
+
+
+class CameraInputs:
+    """Subscribes to every camera; keeps the newest frame per camera for a worker thread."""
+
+    def __init__(
+        self,
+        node: Node,
+        cameras: Sequence[Camera],
+        *,
+        reliability: str = "best_effort",
+        depth: int = 1,
+    ) -> None:
+        if reliability not in RELIABILITY:
+            raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}, got {reliability!r}")
+        if depth < 1:
+            raise ValueError(f"input_depth must be >= 1, got {depth}")
+        self.cameras = list(cameras)
+        self._cond = threading.Condition()
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])
+        self.subscriptions = [
+            node.create_subscription(
+                CompressedImage if cam.compressed else Image,
+                cam.topic,
+                lambda msg, cam=cam: self._on_frame(cam, msg),
+                qos,
+            )
+            for cam in self.cameras
+        ]
+
+    def _on_frame(self, cam: Camera, msg: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        with self._cond:
+            cam.received += 1
+            cam.input_rate.tick(now)
+            if cam._slot is not None:
+                cam.dropped += 1  # overwritten before the worker took it
+            cam._slot = (msg, now)
+            self._cond.notify()
+
+    def take(self, max_frames: int, timeout: float) -> list[tuple[Camera, Image | CompressedImage, float]]:
+        """Wait up to `timeout` for frames; return the newest frame of up to `max_frames` cameras."""
+        with self._cond:
+            if not any(c._slot is not None for c in self.cameras):
+                self._cond.wait(timeout)
+            out = []
+            for cam in self.cameras:
+                if cam._slot is not None and len(out) < max_frames:
+                    out.append((cam, *cam._slot))
+                    cam._slot = None
+            # Rotate so that with more cameras than max_frames every camera gets its turn.
+            if out and len(self.cameras) > max_frames:
+                taken = {id(c) for c, _, _ in out}
+                self.cameras = [c for c in self.cameras if id(c) not in taken] + [c for c, _, _ in out]
+            return out
+
+    def wake(self) -> None:
+        """Wake a waiting worker (shutdown)."""
+        with self._cond:
+            self._cond.notify_all()

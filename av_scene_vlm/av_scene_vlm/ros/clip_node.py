@@ -1,0 +1,448 @@
+"""`clip_node`: CLIP zero-shot classification, similarity and heatmaps for one or more cameras.
+
+Executor callbacks only store the newest frame per camera; a worker thread batches the newest frames
+of all cameras into one engine call, so the node never falls behind and parameter services answer
+while inference runs. Every output copies the source image header.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
+from av_scene_vlm.core.image_codec import ImageDecodeError
+from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ModelLoadError
+from av_scene_vlm.core.tasks import (
+    DEFAULT_TEMPLATES,
+    Task,
+    TaskError,
+    check_unique,
+    load_tasks_file,
+    parse_tasks_yaml,
+    tasks_from_labels,
+    validate_templates,
+)
+from av_scene_vlm.ros.camera_input import RELIABILITY, Camera, CameraInputs, output_topic, plan_cameras
+from av_scene_vlm.ros.conversions import (
+    bgr_to_image,
+    image_to_rgb,
+    to_classification_array,
+    to_label_info,
+    to_similarity,
+)
+from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
+
+# name -> (default, description, read_only). The README's parameter table is checked against this.
+PARAMETERS: dict[str, tuple[object, str, bool]] = {
+    "image_topics": (
+        ["/camera/image_raw"],
+        "Camera topics (sensor_msgs/Image, or CompressedImage for '.../compressed').",
+        True,
+    ),
+    "input_type": ("auto", "auto (by '/compressed' suffix) | raw | compressed.", True),
+    "input_reliability": (
+        "best_effort",
+        "Subscription reliability: best_effort (matches drivers and bag play) | reliable.",
+        True,
+    ),
+    "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
+    "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
+    "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
+    "device": ("auto", "auto | cpu | cuda | cuda:N.", True),
+    "dtype": ("auto", "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16.", True),
+    "max_batch": (8, "Most frames (cameras) per engine call.", False),
+    "template": (
+        list(DEFAULT_TEMPLATES),
+        "Prompt templates with '{}' for labels without prompts; ensembled.",
+        False,
+    ),
+    "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
+    "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
+    "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
+    "smoothing": (0.0, "EMA factor s in [0, 1): p = s*p_prev + (1-s)*p_new per camera and task.", False),
+    "min_publish_period": (0.0, "Minimum seconds between results per camera (0 = every frame).", False),
+    "publish_similarity": (True, "Publish scene/similarity.", False),
+    "publish_embedding": (True, "Fill image_embedding in scene/similarity.", False),
+    "heatmap": (True, "Publish scene/heatmap (computed only while subscribed).", False),
+    "heatmap_task": ("", "Task whose label the heatmap shows ('' = first task).", False),
+    "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False),
+    "heatmap_alpha": (0.45, "Heatmap overlay opacity in [0, 1].", False),
+    "heatmap_max_width": (960, "Downscale wider frames for the heatmap (0 = keep size).", False),
+    "diagnostics_period": (1.0, "Seconds between /diagnostics messages.", True),
+    "use_cv_bridge": (
+        False,
+        "Decode raw images with ROS 2 cv_bridge where installed (else the built-in codec).",
+        False,
+    ),
+}
+TASK_PARAMS = ("labels", "tasks", "tasks_file", "template")
+
+
+def _clean_list(values: list[str]) -> list[str]:
+    return [v for v in values if v.strip()] if values else []
+
+
+def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Task]:
+    """All tasks from the three task parameters; raises TaskError with the reason."""
+    tasks: list[Task] = []
+    if tasks_file.strip():
+        tasks += load_tasks_file(tasks_file.strip())
+    tasks += parse_tasks_yaml(tasks_yaml)
+    tasks += tasks_from_labels(_clean_list(labels))
+    if not tasks:
+        raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file'")
+    return check_unique(tasks)
+
+
+@dataclass
+class _Work:
+    camera: Camera
+    header: Header
+    rgb: np.ndarray
+    received: float
+
+
+class ClipNode(Node):
+    """The classifier node; see the module docstring and README for topics and parameters."""
+
+    def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        for pname, (default, desc, ro) in PARAMETERS.items():
+            self.declare_parameter(pname, default, ParameterDescriptor(description=desc, read_only=ro))
+        p = self._p
+        self.cameras = plan_cameras(
+            _clean_list(p("image_topics")), _clean_list(p("output_namespaces")) or [], p("input_type")
+        )
+        if p("input_reliability") not in RELIABILITY:
+            raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}")
+        tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
+        templates = validate_templates(_clean_list(p("template")))
+        self._check_runtime({k: p(k) for k in PARAMETERS})
+        if engine is None:
+            self.get_logger().info(
+                f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')})"
+            )
+            engine = ZeroShotEngine(
+                p("model"), device=p("device"), dtype=p("dtype"), tasks=tasks, templates=templates
+            )
+        else:
+            engine.set_tasks(tasks, templates)
+        self.engine = engine
+        self.engine.prepare()  # encode prompts before the first frame
+        self._smoothed: dict[str, list[np.ndarray]] = {}
+        self._last_publish: dict[str, float] = {}
+        self._pubs = {}
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for cam in self.cameras:
+            self._pubs[cam.topic] = (
+                self.create_publisher(ClassificationArray, output_topic(cam, "classification"), reliable),
+                self.create_publisher(Similarity, output_topic(cam, "similarity"), reliable),
+                self.create_publisher(Image, output_topic(cam, "heatmap"), reliable),
+            )
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._label_pubs = {
+            ns: self.create_publisher(LabelInfo, f"{ns.rstrip('/')}/labels", latched)
+            for ns in dict.fromkeys(c.namespace for c in self.cameras)
+        }
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.inputs = CameraInputs(
+            self, self.cameras, reliability=p("input_reliability"), depth=p("input_depth")
+        )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._publish_labels()
+        self._stats_lock = threading.Lock()
+        self._engine_time = _percentiles()
+        self._processed_rate = _rate()
+        self._batches = 0
+        self._last_bad_warning = ""
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name=f"{name}_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(float(p("diagnostics_period")), self._publish_diagnostics)
+        self.get_logger().info(
+            f"classifying {', '.join(c.topic for c in self.cameras)} with {len(tasks)} task(s) on "
+            f"{self.engine.device} ({str(self.engine.dtype).replace('torch.', '')})"
+        )
+
+    # ---- parameters ------------------------------------------------------------------------------
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    @staticmethod
+    def _check_runtime(values: dict) -> None:
+        if not 0.0 <= float(values["smoothing"]) < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        if float(values["min_publish_period"]) < 0:
+            raise ValueError("min_publish_period must be >= 0")
+        if int(values["max_batch"]) < 1:
+            raise ValueError("max_batch must be >= 1")
+        if not 0.0 <= float(values["heatmap_alpha"]) <= 1.0:
+            raise ValueError("heatmap_alpha must be in [0, 1]")
+        if int(values["heatmap_max_width"]) < 0:
+            raise ValueError("heatmap_max_width must be >= 0")
+        if float(values["diagnostics_period"]) <= 0:
+            raise ValueError("diagnostics_period must be > 0")
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate changes; label/task changes are applied at once and re-encoded by the worker."""
+        new = {k: self._p(k) for k in PARAMETERS}
+        for param in params:
+            new[param.name] = param.value
+        try:
+            self._check_runtime(new)
+            if any(p.name in TASK_PARAMS for p in params):
+                tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
+                templates = validate_templates(_clean_list(new["template"]))
+                names = [t.name for t in tasks]
+                if new["heatmap_task"] and new["heatmap_task"] not in names:
+                    raise TaskError(
+                        f"heatmap_task {new['heatmap_task']!r} is not one of the new tasks {names}"
+                    )
+                self.engine.set_tasks(tasks, templates)
+                self._smoothed.clear()
+                self._publish_labels()
+                self.get_logger().info(
+                    f"labels changed: {len(tasks)} task(s) {names}; texts re-encode on the next frame"
+                )
+            elif any(p.name in ("heatmap_task", "heatmap_label") for p in params):
+                names = [t.name for t in self.engine.tasks]
+                if new["heatmap_task"] and new["heatmap_task"] not in names:
+                    raise TaskError(f"heatmap_task {new['heatmap_task']!r} is not one of {names}")
+        except (TaskError, ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _publish_labels(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        msg = to_label_info(header, self.engine.tasks, self.engine.templates, self.engine.model_id)
+        for pub in self._label_pubs.values():
+            pub.publish(msg)
+
+    # ---- worker ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as exc:  # keep the node alive; report once per distinct error
+                self.get_logger().error(
+                    f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
+                )
+                time.sleep(0.1)
+
+    def _step(self) -> None:
+        items = self.inputs.take(int(self._p("max_batch")), timeout=0.2)
+        if not items:
+            return
+        period = float(self._p("min_publish_period"))
+        work: list[_Work] = []
+        now = time.monotonic()
+        for cam, msg, received in items:
+            if period > 0 and now - self._last_publish.get(cam.topic, -1e9) < period:
+                cam.skipped_period += 1
+                continue
+            try:
+                rgb = image_to_rgb(msg, use_cv_bridge=bool(self._p("use_cv_bridge")))
+            except ImageDecodeError as exc:
+                cam.bad += 1
+                self.get_logger().warning(
+                    f"skipping bad frame on {cam.topic} ({cam.bad} so far): {exc}", throttle_duration_sec=5.0
+                )
+                continue
+            work.append(_Work(cam, msg.header, rgb, received))
+        if not work:
+            return
+        want_heatmap = bool(self._p("heatmap"))
+        heat = [want_heatmap and self._pubs[w.camera.topic][2].get_subscription_count() > 0 for w in work]
+        results = self.engine.classify(
+            [w.rgb for w in work],
+            heatmap=heat,
+            heatmap_task=self._p("heatmap_task") or None,
+            heatmap_label=self._p("heatmap_label") or None,
+        )
+        self._engine_time.add(results[0].latency)
+        self._batches += 1
+        for w, result in zip(work, results, strict=True):
+            self._publish(w, result)
+
+    def _smooth(self, cam: Camera, result: FrameResult) -> list[np.ndarray] | None:
+        s = float(self._p("smoothing"))
+        current = [t.probabilities for t in result.tasks]
+        if s <= 0:
+            return None
+        prev = self._smoothed.get(cam.topic)
+        if prev is None or [p.shape for p in prev] != [c.shape for c in current]:
+            smoothed = current
+        else:
+            smoothed = [s * p + (1.0 - s) * c for p, c in zip(prev, current, strict=True)]
+        self._smoothed[cam.topic] = smoothed
+        return smoothed
+
+    def _publish(self, w: _Work, result: FrameResult) -> None:
+        from av_scene_vlm.core.visualize import format_lines, overlay_heatmap
+
+        cam = w.camera
+        cls_pub, sim_pub, heat_pub = self._pubs[cam.topic]
+        model = self.engine.model_id
+        cls_pub.publish(to_classification_array(w.header, result, model, self._smooth(cam, result)))
+        if self._p("publish_similarity"):
+            sim_pub.publish(
+                to_similarity(
+                    w.header,
+                    result,
+                    model,
+                    self.engine.logit_scale,
+                    embedding=bool(self._p("publish_embedding")),
+                )
+            )
+        if result.heatmap is not None:
+            bgr = overlay_heatmap(
+                w.rgb,
+                result.heatmap,
+                alpha=float(self._p("heatmap_alpha")),
+                lines=[f"heatmap: {result.heatmap_label}", *format_lines(result)],
+                max_width=int(self._p("heatmap_max_width")),
+            )
+            heat_pub.publish(bgr_to_image(bgr, w.header))
+        done = time.monotonic()
+        self._last_publish[cam.topic] = done
+        cam.processed += 1
+        cam.output_rate.tick(done)
+        cam.node_latency.add(done - w.received)
+        stamp_age = (
+            self.get_clock().now().nanoseconds - (w.header.stamp.sec * 10**9 + w.header.stamp.nanosec)
+        ) / 1e9
+        cam.latency.add(stamp_age)
+        self._processed_rate.tick(done)
+
+    # ---- diagnostics ----------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_fully_qualified_name()
+        node_status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{name}: engine",
+            hardware_id=str(self.engine.device),
+            message=f"{self._processed_rate.rate():.1f} frames/s",
+            values=_kv(
+                model=self.engine.model_id,
+                device=self.engine.device,
+                dtype=str(self.engine.dtype).replace("torch.", ""),
+                processed_fps=f"{self._processed_rate.rate():.2f}",
+                engine_time_p50_ms=f"{self._engine_time.get(0.5) * 1e3:.2f}",
+                engine_time_p95_ms=f"{self._engine_time.get(0.95) * 1e3:.2f}",
+                batches=self._batches,
+                tasks=",".join(t.name for t in self.engine.tasks),
+                text_encoder_calls=self.engine.text_encoder_calls,
+            ),
+        )
+        arr.status.append(node_status)
+        for cam in self.cameras:
+            level = DiagnosticStatus.OK
+            message = "ok"
+            if cam.received == 0:
+                level, message = DiagnosticStatus.WARN, "no frames received"
+            elif cam.bad and cam.bad >= cam.processed:
+                level, message = DiagnosticStatus.WARN, "most frames are malformed"
+            arr.status.append(
+                DiagnosticStatus(
+                    level=level,
+                    name=f"{name}: {cam.topic}",
+                    hardware_id=cam.topic,
+                    message=message,
+                    values=_kv(
+                        input_rate_hz=f"{cam.input_rate.rate():.2f}",
+                        processed_fps=f"{cam.output_rate.rate():.2f}",
+                        received=cam.received,
+                        processed=cam.processed,
+                        dropped=cam.dropped,
+                        bad_frames=cam.bad,
+                        skipped_by_period=cam.skipped_period,
+                        latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.2f}",
+                        latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
+                        latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
+                        latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
+                        output_namespace=cam.namespace,
+                    ),
+                )
+            )
+        self._diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        # Also called by context shutdown on a node whose __init__ failed part-way (e.g. no model).
+        if hasattr(self, "_worker"):
+            self._stop.set()
+            self.inputs.wake()
+            if self._worker.is_alive():
+                self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def _kv(**values: object) -> list[KeyValue]:
+    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+
+
+def _percentiles():
+    from av_scene_vlm.ros.camera_input import Percentiles
+
+    return Percentiles()
+
+
+def _rate():
+    from av_scene_vlm.ros.camera_input import RateMeter
+
+    return RateMeter()
+
+
+def run_nodes(factories, args: list[str] | None = None) -> int:
+    """Init rclpy, build nodes (one clear error + exit 1 if a model or parameter is bad), spin."""
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    nodes: list[Node] = []
+    try:
+        for factory in factories:
+            nodes.append(factory())
+    except (ModelLoadError, TaskError, ValueError) as exc:
+        rclpy.logging.get_logger("av_scene_vlm").fatal(str(exc))
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=2)
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run av_scene_vlm clip_node`."""
+    return run_nodes([ClipNode], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

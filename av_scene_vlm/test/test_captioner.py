@@ -1,0 +1,195 @@
+"""Qwen2.5-VL captioner on a tiny random checkpoint, offline: any image size, budgets, CLI, errors.
+
+Random weights produce arbitrary text, so the tests check types, token counts and the visual-token
+budget (min/max_pixels), not wording.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from av_scene_vlm.cli.main import main
+from av_scene_vlm.core.captioner import Captioner, CaptionResult, ModelLoadError
+
+MAX_NEW = 6
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint saved with save_pretrained (loaded like the hub model)."""
+    from av_scene_vlm.core.random_models import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("models") / "tiny-qwen25vl")
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_qwen: Path) -> Captioner:
+    return Captioner(str(tiny_qwen), max_new_tokens=MAX_NEW)
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> list[str]:
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, shape in enumerate([(90, 160, 3), (300, 7, 3)]):
+        p = tmp_path / f"frame{i}.png"
+        cv2.imwrite(str(p), rng.integers(0, 256, shape, dtype=np.uint8))
+        paths.append(str(p))
+    return paths
+
+
+def test_checkpoint_loads_like_the_hub_model(tiny_qwen: Path) -> None:
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen)
+    processor = AutoProcessor.from_pretrained(tiny_qwen)
+    tok = processor.tokenizer
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+    assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert processor.image_processor.patch_size == model.config.vision_config.patch_size
+    assert processor.image_processor.merge_size == model.config.vision_config.spatial_merge_size
+    assert processor.video_processor.temporal_patch_size == model.config.vision_config.temporal_patch_size
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text.endswith(
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_3b_config_matches_published_architecture() -> None:
+    from av_scene_vlm.core.random_models import qwen25vl_3b_config
+
+    cfg = qwen25vl_3b_config()
+    text, vision = cfg.text_config, cfg.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads) == (2048, 36, 16)
+    assert (text.num_key_value_heads, text.intermediate_size, text.vocab_size) == (2, 11008, 151936)
+    assert (vision.depth, vision.hidden_size, vision.out_hidden_size) == (32, 1280, 2048)
+    assert sum(text.rope_parameters["mrope_section"]) == text.hidden_size // text.num_attention_heads // 2
+    assert cfg.image_token_id == 151655 and cfg.tie_word_embeddings
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 300, 3), (480, 640, 3)])
+def test_caption_any_size(captioner: Captioner, shape: tuple[int, int, int]) -> None:
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    result = captioner.caption(image)
+    assert isinstance(result, CaptionResult)
+    assert isinstance(result.text, str)
+    assert 1 <= result.num_tokens <= MAX_NEW
+    assert result.latency > 0
+    assert result.num_visual_tokens >= 4  # at least one 2×2 merge of 14-px patches of a 28×28 image
+    assert result.prompt == captioner.prompt and result.model_id == captioner.model_id
+
+
+def test_greedy_is_deterministic_and_prompt_overridable(captioner: Captioner) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    a, b = captioner.caption(image), captioner.caption(image)
+    assert a.text == b.text and a.num_tokens == b.num_tokens
+    assert captioner.caption(image, prompt="Any pedestrians?").prompt == "Any pedestrians?"
+
+
+def test_max_new_tokens_respected(tiny_qwen: Path) -> None:
+    short = Captioner(str(tiny_qwen), max_new_tokens=3)
+    image = np.zeros((120, 160, 3), np.uint8)
+    assert 1 <= short.caption(image).num_tokens <= 3
+    with pytest.raises(ValueError):
+        Captioner(str(tiny_qwen), max_new_tokens=0)
+
+
+def test_pixel_bounds_set_visual_tokens(captioner: Captioner) -> None:
+    big = np.random.default_rng(2).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    small_budget = Captioner.from_model(captioner.model, captioner.processor, max_pixels=224 * 224)
+    large_budget = Captioner.from_model(captioner.model, captioner.processor, max_pixels=448 * 448)
+    n_small = small_budget.caption(big).num_visual_tokens
+    n_large = large_budget.caption(big).num_visual_tokens
+    assert n_small * 28 * 28 <= 224 * 224 and n_large * 28 * 28 <= 448 * 448
+    assert n_large > 2 * n_small
+    tiny = np.zeros((30, 30, 3), np.uint8)
+    floor = Captioner.from_model(captioner.model, captioner.processor, min_pixels=112 * 112)
+    assert captioner.caption(tiny).num_visual_tokens == 4
+    assert floor.caption(tiny).num_visual_tokens >= 16
+    with pytest.raises(ValueError):
+        Captioner.from_model(captioner.model, captioner.processor, min_pixels=10_000, max_pixels=1_000)
+
+
+def test_batch_left_padded(captioner: Captioner) -> None:
+    rng = np.random.default_rng(3)
+    images = [
+        rng.integers(0, 256, (40, 60, 3), dtype=np.uint8),
+        rng.integers(0, 256, (300, 400, 3), dtype=np.uint8),
+    ]
+    results = captioner.caption_batch(images, prompt="Describe.")
+    assert len(results) == 2 and captioner.caption_batch([]) == []
+    assert results[0].num_visual_tokens < results[1].num_visual_tokens
+    assert all(1 <= r.num_tokens <= MAX_NEW and r.prompt == "Describe." for r in results)
+    assert captioner.processor.tokenizer.padding_side == "left"
+
+
+def test_rejects_bad_arrays(captioner: Captioner) -> None:
+    with pytest.raises(ValueError):
+        captioner.caption(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError):
+        captioner.caption(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(TypeError):
+        captioner.caption("frame.png")  # type: ignore[arg-type]
+
+
+def test_cli_human_and_json(tiny_qwen: Path, image_files: list[str], capsys: pytest.CaptureFixture) -> None:
+    common = ["--model", str(tiny_qwen), "--max-new-tokens", "4", "--device", "cpu"]
+    assert main(["caption", *image_files, *common]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(f"{path}: ") for line, path in zip(lines, image_files, strict=True))
+    assert main(["caption", image_files[0], *common, "--json", "--max-pixels", "50176"]) == 0
+    (obj,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert set(obj) == {"image", "text", "num_tokens", "latency", "model"}
+    assert obj["image"] == image_files[0] and obj["model"] == str(tiny_qwen)
+    assert 1 <= obj["num_tokens"] <= 4 and obj["latency"] > 0 and isinstance(obj["text"], str)
+
+
+def test_cli_subprocess_offline(tiny_qwen: Path, image_files: list[str]) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = ["caption", image_files[1], "--model", str(tiny_qwen), "--max-new-tokens", "2", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "av_scene_vlm.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (obj,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert obj["image"] == image_files[1] and 1 <= obj["num_tokens"] <= 2
+
+
+def test_cli_unreadable_image(tiny_qwen: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert main(["caption", str(bad), "--model", str(tiny_qwen)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and str(bad) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/qwen25vl-dir", "nobody/no-such-qwen-vl"])
+def test_cli_missing_model(
+    model: str, image_files: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["caption", image_files[0], "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert model in err and "huggingface-cli download" in err and "Traceback" not in err
+    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+        Captioner(model)
+
+
+def test_cli_rejects_non_qwen_checkpoint(tmp_path: Path, image_files: list[str], capsys) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    assert main(["caption", image_files[0], "--model", str(tmp_path)]) == 2
+    assert "not Qwen2.5-VL" in capsys.readouterr().err

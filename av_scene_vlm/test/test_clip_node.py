@@ -1,0 +1,303 @@
+"""clip_node over real DDS with a tiny CLIP: topics, headers, parity, relabel, bad input, overload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
+from av_scene_vlm.core.tasks import parse_tasks  # noqa: E402
+from av_scene_vlm.ros.clip_node import ClipNode  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity  # noqa: E402
+
+TASKS_YAML = (
+    "road_user: {car: [a photo of a car., a car on the road.], pedestrian: [a baby crossing the road.]}\n"
+    "weather: [clear, rain, snow]\n"
+)
+
+
+@pytest.fixture
+def ros():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    spinner = Spinner(ctx)
+    yield ctx, spinner
+    spinner.stop()
+    for node in list(spinner.executor.get_nodes()):
+        node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+def make_node(ctx, spinner, tiny_clip, **params) -> ClipNode:
+    overrides = [Parameter(k, value=v) for k, v in {"model": str(tiny_clip), **params}.items()]
+    node = ClipNode("clip_node", context=ctx, parameter_overrides=overrides)
+    spinner.add(node)
+    return node
+
+
+def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx,
+        spinner,
+        tiny_clip,
+        image_topics=["/front/image_raw", "/rear/image_raw/compressed"],
+        tasks=TASKS_YAML,
+    )
+    probe = spinner.add(Probe(ctx))
+    for cam in ("/front/scene", "/rear/scene"):
+        probe.listen(ClassificationArray, f"{cam}/classification")
+        probe.listen(Similarity, f"{cam}/similarity")
+        probe.listen(Image, f"{cam}/heatmap")
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    probe.listen(LabelInfo, "/front/scene/labels", latched)
+    front = probe.camera_publisher(Image, "/front/image_raw")
+    rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
+    spinner.start()
+    assert wait_for(lambda: front.get_subscription_count() and rear.get_subscription_count())
+    assert wait_for(lambda: node._pubs["/front/image_raw"][2].get_subscription_count() > 0)
+
+    frames = {"front": rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)}
+    yy, xx = np.mgrid[0:90, 0:200]
+    frames["rear"] = np.stack([xx % 256, yy * 2 % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    sent_rear = compressed_msg(frames["rear"], header(2, "rear_cam"), "png")  # png: lossless, exact parity
+    front.publish(image_msg(frames["front"], "bgr8", header(1, "front_cam"), padding=5))
+    rear.publish(sent_rear)
+    topics = [
+        f"/{c}/scene/{k}" for c in ("front", "rear") for k in ("classification", "similarity", "heatmap")
+    ]
+    assert wait_for(lambda: all(probe.messages(t) for t in topics)), {
+        t: len(probe.messages(t)) for t in topics
+    }
+
+    reference = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks_yaml_safe(TASKS_YAML))
+    for cam, idx, frame_id in (("front", 1, "front_cam"), ("rear", 2, "rear_cam")):
+        cls = probe.messages(f"/{cam}/scene/classification")[0]
+        sim = probe.messages(f"/{cam}/scene/similarity")[0]
+        heat = probe.messages(f"/{cam}/scene/heatmap")[0]
+        for msg in (cls, sim, heat, *cls.results):
+            assert msg.header.frame_id == frame_id
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000 + idx, 1000 * idx + 7)
+        expected = reference.classify(frames[cam])[0]
+        assert [r.task for r in cls.results] == ["road_user", "weather"]
+        for r, e in zip(cls.results, expected.tasks, strict=True):
+            assert list(r.labels) == e.labels
+            np.testing.assert_allclose(r.probabilities, e.probabilities, atol=1e-5)
+            assert r.top_label == e.label and r.model_id == str(tiny_clip)
+        assert list(sim.texts) == ["car", "pedestrian", "clear", "rain", "snow"]
+        np.testing.assert_allclose(sim.image_embedding, expected.image_embedding, atol=1e-5)
+        assert heat.encoding == "bgr8" and (heat.height, heat.width) == frames[cam].shape[:2]
+    labels = probe.messages("/front/scene/labels")
+    assert labels and [t.task for t in labels[-1].tasks] == ["road_user", "weather"]
+
+
+def parse_tasks_yaml_safe(text: str):
+    import yaml
+
+    return parse_tasks(yaml.safe_load(text))
+
+
+def _set_params(probe, spinner, params: dict) -> list:
+    client = probe.create_client(SetParameters, "/clip_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    req = SetParameters.Request()
+    for name, value in params.items():
+        if isinstance(value, list):
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        req.parameters.append(ParameterMsg(name=name, value=pv))
+    future = client.call_async(req)
+    assert wait_for(future.done, timeout=10)
+    return future.result().results
+
+
+def test_runtime_relabel_and_invalid_rejected(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx, spinner, tiny_clip, image_topics=["/cam/image_raw"], labels=["car", "truck"], tasks=""
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/cam/scene/classification")
+    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    def publish_and_get(i: int) -> ClassificationArray:
+        n = len(probe.messages("/cam/scene/classification"))
+        pub.publish(image_msg(frame, "rgb8", header(i, "cam")))
+        assert wait_for(lambda: len(probe.messages("/cam/scene/classification")) > n)
+        return probe.messages("/cam/scene/classification")[-1]
+
+    assert list(publish_and_get(1).results[0].labels) == ["car", "truck"]
+    calls = node.engine.text_encoder_calls
+    results = _set_params(probe, spinner, {"labels": ["bus", "pedestrian", "animal"]})
+    assert results[0].successful, results[0].reason
+    msg = publish_and_get(2)
+    assert list(msg.results[0].labels) == ["bus", "pedestrian", "animal"]
+    assert node.engine.text_encoder_calls == calls + 1
+    # Invalid: a one-label task, and broken YAML -> rejected with a reason, old labels stay.
+    bad = _set_params(probe, spinner, {"labels": ["only"]})
+    assert not bad[0].successful and "at least 2 labels" in bad[0].reason
+    bad = _set_params(probe, spinner, {"tasks": "weather: [clear, rain"})
+    assert not bad[0].successful and "YAML" in bad[0].reason
+    assert node.get_parameter("labels").value == ["bus", "pedestrian", "animal"]
+    assert list(publish_and_get(3).results[0].labels) == ["bus", "pedestrian", "animal"]
+    # Multi-task YAML at runtime.
+    ok = _set_params(probe, spinner, {"tasks": "weather: [clear, fog]", "labels": [""]})
+    assert all(r.successful for r in ok), [r.reason for r in ok]
+    assert [r.task for r in publish_and_get(4).results] == ["weather"]
+
+
+def _malformed(rng, i: int):
+    """A malformed Image or CompressedImage (random sizes, steps, encodings, truncated data, bad JPEG)."""
+    kind = i % 6
+    w = int(rng.integers(0, 40))
+    hdr = header(i, "bad")
+    if kind == 0:  # zero size
+        return Image(header=hdr, height=0, width=w, encoding="rgb8", step=w * 3, data=b"")
+    if kind == 1:  # step too small
+        return Image(header=hdr, height=4, width=8, encoding="rgb8", step=8, data=bytes(32))
+    if kind == 2:  # truncated data
+        return Image(
+            header=hdr, height=8, width=8, encoding="bgr8", step=24, data=bytes(int(rng.integers(0, 191)))
+        )
+    if kind == 3:  # unknown encoding
+        return Image(header=hdr, height=2, width=2, encoding=f"weird{i}", step=6, data=bytes(12))
+    if kind == 4:  # odd width yuv422
+        return Image(header=hdr, height=2, width=3, encoding="yuv422", step=6, data=bytes(12))
+    return CompressedImage(
+        header=hdr,
+        format="jpeg",
+        data=rng.integers(0, 256, int(rng.integers(0, 500)), dtype=np.uint8).tobytes(),
+    )
+
+
+def test_malformed_flood_then_valid_frame(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    make_node(
+        ctx,
+        spinner,
+        tiny_clip,
+        image_topics=["/raw/image_raw", "/jpg/image_raw/compressed"],
+        labels=["car", "truck"],
+        tasks="",
+        diagnostics_period=0.2,
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/raw/scene/classification")
+    probe.listen(DiagnosticArray, "/diagnostics")
+    raw = probe.camera_publisher(Image, "/raw/image_raw")
+    jpg = probe.camera_publisher(CompressedImage, "/jpg/image_raw/compressed")
+    spinner.start()
+    assert wait_for(lambda: raw.get_subscription_count() and jpg.get_subscription_count())
+    sent = {"raw": 0, "jpg": 0}
+    for i in range(240):
+        msg = _malformed(rng, i)
+        (jpg if isinstance(msg, CompressedImage) else raw).publish(msg)
+        sent["jpg" if isinstance(msg, CompressedImage) else "raw"] += 1
+        time.sleep(0.004)  # the node takes every frame (no slot overwrite), so all are counted as bad
+
+    def bad_counts() -> dict[str, int]:
+        for arr in reversed(probe.messages("/diagnostics")):
+            vals = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in arr.status}
+            if "/raw/image_raw" in vals:
+                return {
+                    k: int(vals[k]["bad_frames"]) + int(vals[k]["dropped"])
+                    for k in ("/raw/image_raw", "/jpg/image_raw/compressed")
+                }
+        return {}
+
+    assert wait_for(
+        lambda: bad_counts() == {"/raw/image_raw": sent["raw"], "/jpg/image_raw/compressed": sent["jpg"]},
+        timeout=20,
+    ), (bad_counts(), sent)
+    good = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    raw.publish(image_msg(good, "rgb8", header(999, "good")))
+    assert wait_for(
+        lambda: any(m.header.frame_id == "good" for m in probe.messages("/raw/scene/classification"))
+    )
+
+
+def test_overload_keeps_newest_and_counts_drops(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx,
+        spinner,
+        tiny_clip,
+        image_topics=["/fast/image_raw"],
+        labels=["car", "truck"],
+        tasks="",
+        input_reliability="reliable",
+        input_depth=1000,
+        heatmap=False,
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/fast/scene/classification", 1000)
+    pub = probe.camera_publisher(Image, "/fast/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    n = 150
+    for i in range(n):
+        pub.publish(image_msg(frame, "rgb8", header(i, f"f{i}")))
+    cam = node.cameras[0]
+    assert wait_for(lambda: cam.received == n, timeout=30), cam.received
+    assert wait_for(
+        lambda: any(m.header.frame_id == f"f{n - 1}" for m in probe.messages("/fast/scene/classification")),
+        timeout=20,
+    ), "newest frame never processed"
+    time.sleep(0.3)
+    results = probe.messages("/fast/scene/classification")
+    assert cam.dropped > 0, "publishing far faster than inference dropped nothing"
+    assert cam.processed + cam.dropped == n
+    assert len(results) == cam.processed < n
+    stamps = [m.header.stamp.sec for m in results]
+    assert stamps == sorted(stamps), "results out of order"
+    assert cam._slot is None  # one slot per camera: memory is bounded by design
+
+
+def test_missing_model_exits_nonzero_quickly(tmp_path) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "av_scene_vlm.ros.clip_node",
+            "--ros-args",
+            "-p",
+            "model:=acme/no-such-clip",
+            "-p",
+            "labels:=[car, truck]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+    out = proc.stdout + proc.stderr
+    assert "acme/no-such-clip" in out and "huggingface-cli download" in out
+    assert "Traceback" not in out
