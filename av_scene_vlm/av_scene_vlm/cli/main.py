@@ -16,6 +16,8 @@ from av_scene_vlm import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("av_scene_vlm.cli.classify", "Zero-shot classify images with CLIP."),
     "caption": ("av_scene_vlm.cli.caption", "Describe images with Qwen2.5-VL."),
+    "plot": ("av_scene_vlm.cli.plot", "Classify images and save them as a titled grid (PNG)."),
+    "similarity": ("av_scene_vlm.cli.similarity", "Image-text cosine similarity matrix (PNG and/or JSON)."),
 }
 
 
