@@ -48,7 +48,7 @@ bench: setup
 	$(ACT) python benchmarks/bench_engine.py --json benchmarks/results/engine_cpu.json
 
 lock: $(STAMPS)/deps
-	{ head -2 requirements/constraints.txt; $(VENV)/bin/python -m pip freeze --exclude-editable; } > requirements/constraints.txt.new
+	{ head -2 requirements/constraints.txt; $(VENV)/bin/python -m pip freeze --exclude-editable | grep -v "^av_scene_vlm"; } > requirements/constraints.txt.new
 	mv requirements/constraints.txt.new requirements/constraints.txt
 
 clean:

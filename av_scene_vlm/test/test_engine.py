@@ -186,3 +186,18 @@ def test_missing_model_is_one_clear_error(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="empty"):
         load_clip(str(tmp_path / "empty"))
+
+
+def test_missing_model_online_but_hub_unreachable_fails_fast(monkeypatch) -> None:
+    """Without HF_HUB_OFFLINE a missing model must not hang in HTTP retries."""
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        load_clip("no-such-org/never-cached-clip")
+    assert time.monotonic() - start < 10

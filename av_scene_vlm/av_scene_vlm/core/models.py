@@ -80,21 +80,56 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[key]
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP check of the hub endpoint, so a missing model fails in seconds, not after minutes
+    of HTTP retries. With a proxy configured we cannot tell cheaply and let the download try."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
-    """`cls.from_pretrained` with the project's rules and errors (offline, no remote code)."""
+    """`cls.from_pretrained` with the project's rules and errors (offline, no remote code).
+
+    Order: a local directory; else the local Hugging Face cache (no network even when online);
+    else, unless HF_HUB_OFFLINE is set and if the hub answers, a download.
+    """
     local = Path(model).expanduser()
-    source = str(local) if local.is_dir() else model
     if _looks_like_path(model) and not local.is_dir():
         raise ModelLoadError(f"cannot load model '{model}': no such directory. {how_to_get(model)}")
     kwargs.setdefault("trust_remote_code", False)
+    if local.is_dir():
+        return _call(cls, str(local), model, kwargs)
+    try:
+        return cls.from_pretrained(model, **{**kwargs, "local_files_only": True})
+    except (OSError, ValueError, KeyError):
+        pass  # not (completely) in the cache
     if offline():
-        kwargs.setdefault("local_files_only", True)
+        raise ModelLoadError(
+            f"cannot load model '{model}': offline (HF_HUB_OFFLINE=1) and not in the local cache. {how_to_get(model)}"
+        )
+    if not hub_reachable():
+        raise ModelLoadError(
+            f"cannot load model '{model}': not in the local cache and the Hugging Face hub is unreachable "
+            f"from this machine. {how_to_get(model)}"
+        )
+    return _call(cls, model, model, kwargs)
+
+
+def _call(cls: Any, source: str, model: str, kwargs: dict) -> Any:
     try:
         return cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:  # hub and config errors
+    except (OSError, ValueError, KeyError) as exc:  # hub, file and config errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline() else first
-        raise ModelLoadError(f"cannot load model '{model}': {where}. {how_to_get(model)}") from None
+        raise ModelLoadError(f"cannot load model '{model}': {first}. {how_to_get(model)}") from None
 
 
 @dataclass

@@ -39,21 +39,52 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def build_tokenizer():  # -> CLIPTokenizer
-    """A CLIP tokenizer with a tiny byte-level vocabulary (no download)."""
+def openai_bpe_path() -> Path | None:
+    """The original CLIP BPE merges file shipped inside the open_clip package, if installed.
+
+    Found without importing open_clip (no timm import cost); None when the package is absent.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "bpe_simple_vocab_16e6.txt.gz"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _openai_vocab(bpe: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The 49408-token vocabulary of openai/CLIP, rebuilt from its merges file (as CLIP does)."""
+    import gzip
+
+    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + list(SPECIAL_TOKENS)
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def build_tokenizer(real_bpe: bool = False):  # -> CLIPTokenizer
+    """A CLIP tokenizer built offline.
+
+    Default: a tiny byte-level vocabulary (any text, ~1 token per character). With `real_bpe` and
+    open_clip installed: the real 49408-token CLIP vocabulary, so benchmarks see real prompt lengths.
+    """
     from transformers import CLIPTokenizer
 
-    vocab, merges = _byte_level_vocab()
+    bpe = openai_bpe_path() if real_bpe else None
+    vocab, merges = _openai_vocab(bpe) if bpe else _byte_level_vocab()
     return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
-def _save(config, path: str | Path, seed: int, image_size: int) -> Path:
+def _save(config, path: str | Path, seed: int, image_size: int, real_bpe: bool = False) -> Path:
     import torch
     from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
+    tok = build_tokenizer(real_bpe)
     config.text_config.vocab_size = max(config.text_config.vocab_size, len(tok))
     config.text_config.bos_token_id = tok.bos_token_id
     config.text_config.eos_token_id = tok.eos_token_id
@@ -100,7 +131,10 @@ def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 224, p
 
 
 def build_clip_b32(path: str | Path, *, seed: int = 0) -> Path:
-    """Save a random-weight CLIP with the real ViT-B/32 architecture (default `CLIPConfig()`)."""
+    """Save a random-weight CLIP with the real ViT-B/32 architecture (default `CLIPConfig()`).
+
+    Uses the real CLIP BPE vocabulary when open_clip is installed, so prompt lengths are real too.
+    """
     from transformers import CLIPConfig
 
-    return _save(CLIPConfig(), path, seed, 224)
+    return _save(CLIPConfig(), path, seed, 224, real_bpe=True)
