@@ -42,7 +42,7 @@ lint: setup
 	$(ACT) ruff check . && ruff format --check .
 
 demo: setup
-	$(ACT) HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} python -m av_scene_vlm.demo
+	$(ACT) python -m av_scene_vlm.demo
 
 bench: setup
 	$(ACT) python benchmarks/bench_engine.py --json benchmarks/results/engine_cpu.json

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -24,7 +24,7 @@ from std_msgs.msg import Header
 
 from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 from av_scene_vlm.core.image_codec import ImageDecodeError
-from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ModelLoadError
+from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 from av_scene_vlm.core.tasks import (
     DEFAULT_TEMPLATES,
     Task,
@@ -43,23 +43,22 @@ from av_scene_vlm.ros.conversions import (
     to_label_info,
     to_similarity,
 )
+from av_scene_vlm.ros.node_utils import (
+    DIAGNOSTICS_PERIOD,
+    INPUT_PARAMETERS,
+    USE_CV_BRIDGE,
+    ParamSpec,
+    clean_list,
+    declare_parameters,
+    kv,
+    pin_torch_threads,
+    run_nodes,
+)
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 
 # name -> (default, description, read_only). The README's parameter table is checked against this.
-PARAMETERS: dict[str, tuple[object, str, bool]] = {
-    "image_topics": (
-        ["/camera/image_raw"],
-        "Camera topics (sensor_msgs/Image, or CompressedImage for '.../compressed').",
-        True,
-    ),
-    "input_type": ("auto", "auto (by '/compressed' suffix) | raw | compressed.", True),
-    "input_reliability": (
-        "best_effort",
-        "Subscription reliability: best_effort (matches drivers and bag play) | reliable.",
-        True,
-    ),
-    "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
-    "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
+PARAMETERS: dict[str, ParamSpec] = {
+    **INPUT_PARAMETERS,
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
     "device": ("auto", "auto | cpu | cuda | cuda:N.", True),
     "dtype": ("auto", "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16.", True),
@@ -81,18 +80,10 @@ PARAMETERS: dict[str, tuple[object, str, bool]] = {
     "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False),
     "heatmap_alpha": (0.45, "Heatmap overlay opacity in [0, 1].", False),
     "heatmap_max_width": (960, "Downscale wider frames for the heatmap (0 = keep size).", False),
-    "diagnostics_period": (1.0, "Seconds between /diagnostics messages.", True),
-    "use_cv_bridge": (
-        False,
-        "Decode raw images with ROS 2 cv_bridge where installed (else the built-in codec).",
-        False,
-    ),
+    "diagnostics_period": DIAGNOSTICS_PERIOD,
+    "use_cv_bridge": USE_CV_BRIDGE,
 }
 TASK_PARAMS = ("labels", "tasks", "tasks_file", "template")
-
-
-def _clean_list(values: list[str]) -> list[str]:
-    return [v for v in values if v.strip()] if values else []
 
 
 def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Task]:
@@ -101,7 +92,7 @@ def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Tas
     if tasks_file.strip():
         tasks += load_tasks_file(tasks_file.strip())
     tasks += parse_tasks_yaml(tasks_yaml)
-    tasks += tasks_from_labels(_clean_list(labels))
+    tasks += tasks_from_labels(clean_list(labels))
     if not tasks:
         raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file'")
     return check_unique(tasks)
@@ -120,16 +111,15 @@ class ClipNode(Node):
 
     def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        for pname, (default, desc, ro) in PARAMETERS.items():
-            self.declare_parameter(pname, default, ParameterDescriptor(description=desc, read_only=ro))
+        declare_parameters(self, PARAMETERS)
         p = self._p
         self.cameras = plan_cameras(
-            _clean_list(p("image_topics")), _clean_list(p("output_namespaces")) or [], p("input_type")
+            clean_list(p("image_topics")), clean_list(p("output_namespaces")) or [], p("input_type")
         )
         if p("input_reliability") not in RELIABILITY:
             raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}")
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
-        templates = validate_templates(_clean_list(p("template")))
+        templates = validate_templates(clean_list(p("template")))
         self._check_runtime({k: p(k) for k in PARAMETERS})
         if engine is None:
             self.get_logger().info(
@@ -171,6 +161,8 @@ class ClipNode(Node):
         self._batches = 0
         self._last_bad_warning = ""
         self._stop = threading.Event()
+        # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
+        self._torch_threads = torch.get_num_threads()
         self._worker = threading.Thread(target=self._run, name=f"{name}_worker", daemon=True)
         self._worker.start()
         self.create_timer(float(p("diagnostics_period")), self._publish_diagnostics)
@@ -207,7 +199,7 @@ class ClipNode(Node):
             self._check_runtime(new)
             if any(p.name in TASK_PARAMS for p in params):
                 tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
-                templates = validate_templates(_clean_list(new["template"]))
+                templates = validate_templates(clean_list(new["template"]))
                 names = [t.name for t in tasks]
                 if new["heatmap_task"] and new["heatmap_task"] not in names:
                     raise TaskError(
@@ -235,6 +227,7 @@ class ClipNode(Node):
 
     # ---- worker ------------------------------------------------------------------------------------
     def _run(self) -> None:
+        pin_torch_threads(self._torch_threads)
         while not self._stop.is_set():
             try:
                 self._step()
@@ -314,7 +307,7 @@ class ClipNode(Node):
                 w.rgb,
                 result.heatmap,
                 alpha=float(self._p("heatmap_alpha")),
-                lines=[f"heatmap: {result.heatmap_label}", *format_lines(result)],
+                lines=[f"heatmap: {result.heatmap_task} = {result.heatmap_label}", *format_lines(result)],
                 max_width=int(self._p("heatmap_max_width")),
             )
             heat_pub.publish(bgr_to_image(bgr, w.header))
@@ -339,7 +332,7 @@ class ClipNode(Node):
             name=f"{name}: engine",
             hardware_id=str(self.engine.device),
             message=f"{self._processed_rate.rate():.1f} frames/s",
-            values=_kv(
+            values=kv(
                 model=self.engine.model_id,
                 device=self.engine.device,
                 dtype=str(self.engine.dtype).replace("torch.", ""),
@@ -365,7 +358,7 @@ class ClipNode(Node):
                     name=f"{name}: {cam.topic}",
                     hardware_id=cam.topic,
                     message=message,
-                    values=_kv(
+                    values=kv(
                         input_rate_hz=f"{cam.input_rate.rate():.2f}",
                         processed_fps=f"{cam.output_rate.rate():.2f}",
                         received=cam.received,
@@ -393,10 +386,6 @@ class ClipNode(Node):
         super().destroy_node()
 
 
-def _kv(**values: object) -> list[KeyValue]:
-    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-
-
 def _percentiles():
     from av_scene_vlm.ros.camera_input import Percentiles
 
@@ -407,36 +396,6 @@ def _rate():
     from av_scene_vlm.ros.camera_input import RateMeter
 
     return RateMeter()
-
-
-def run_nodes(factories, args: list[str] | None = None) -> int:
-    """Init rclpy, build nodes (one clear error + exit 1 if a model or parameter is bad), spin."""
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    rclpy.init(args=args)
-    nodes: list[Node] = []
-    try:
-        for factory in factories:
-            nodes.append(factory())
-    except (ModelLoadError, TaskError, ValueError) as exc:
-        rclpy.logging.get_logger("av_scene_vlm").fatal(str(exc))
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=2)
-    for node in nodes:
-        executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 def main(args: list[str] | None = None) -> int:
