@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("av_scene_vlm.cli.caption", "Describe images with Qwen2.5-VL."),
     "plot": ("av_scene_vlm.cli.plot", "Classify images and save them as a titled grid (PNG)."),
     "similarity": ("av_scene_vlm.cli.similarity", "Image-text cosine similarity matrix (PNG and/or JSON)."),
+    "bag": ("av_scene_vlm.cli.bag", "Classify every frame of a rosbag2 offline; write a new bag."),
+    "search": ("av_scene_vlm.cli.search", "Find the frames of a bag that best match a sentence."),
 }
 
 

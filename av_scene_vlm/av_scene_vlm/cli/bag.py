@@ -1,0 +1,185 @@
+"""`av-scene-vlm bag IN_BAG OUT_BAG`: classify every frame of a recorded drive, offline, without ROS.
+
+Why a CLI: labelling a drive should not need a running graph or real time; the output bag carries the
+results on the live node's topics, so it replays like a live run. Tasks come from the vehicle config
+(`config/scene_vlm.yaml`, the same file the node loads) unless --labels/--config say otherwise.
+Exit codes: 0 ok, 2 bad input/output/option/model (one line on stderr, nothing partial written).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, quiet_hub, run_guarded
+
+_DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"  # mirrors core.captioner.DEFAULT_CAPTION_MODEL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the bag options on `parser`."""
+    parser.add_argument("in_bag", metavar="IN_BAG", help="input rosbag2 (directory, .db3 or .mcap)")
+    parser.add_argument("out_bag", metavar="OUT_BAG", help="output bag directory (must not exist)")
+    parser.add_argument(
+        "--config",
+        help="YAML with tasks: the node's params file or a bare task mapping "
+        "(default: the package's config/scene_vlm.yaml when --labels is not given)",
+    )
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}'; repeat to ensemble (default: the config's `template` list)",
+    )
+    parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="image topics (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per engine call (default: 8)")
+    parser.add_argument(
+        "--caption-every",
+        type=float,
+        default=0.0,
+        metavar="SEC",
+        help="caption each camera every SEC seconds of bag time with --caption-model (default: off)",
+    )
+    parser.add_argument(
+        "--caption-model",
+        default=_DEFAULT_CAPTION_MODEL,
+        help="Qwen2.5-VL hub id or local directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="per-frame summary, .csv or .json (default: OUT_BAG.csv next to the output bag)",
+    )
+    parser.add_argument("--no-summary", action="store_true", help="write no summary file")
+    parser.add_argument(
+        "--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_clip_args(parser)
+
+
+def default_config() -> Path | None:
+    """The package's config/scene_vlm.yaml: the source tree, else the installed share directory."""
+    here = Path(__file__).resolve().parents[2] / "config" / "scene_vlm.yaml"
+    if here.is_file():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory("av_scene_vlm")) / "config" / "scene_vlm.yaml"
+        return share if share.is_file() else None
+    except Exception:  # no ament index (plain pip install): the caller asks for --config
+        return None
+
+
+def config_templates(path: str | Path) -> list[str] | None:
+    """The `template` list of a params file (or a bare file's `template`/`templates`), if any."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # load_tasks_file reports the problem
+    if not isinstance(data, dict):
+        return None
+    params = next(
+        (v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v),
+        data,
+    )
+    if not isinstance(params, dict):
+        return None
+    value = params.get("template", params.get("templates"))
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        return value
+    return None
+
+
+def tasks_and_templates(args: argparse.Namespace) -> tuple[list, list[str] | None]:
+    """Tasks from --labels and/or --config (the package config when neither is given)."""
+    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
+
+    config = args.config
+    if not args.labels and not config:
+        config = default_config()
+        if config is None:
+            raise CliError("give --labels LABEL LABEL... or --config FILE")
+    try:
+        tasks = tasks_from_labels(args.labels or [])
+        templates = None
+        if config:
+            tasks += load_tasks_file(config)
+            templates = config_templates(config)
+        if not tasks:
+            raise CliError(f"no tasks in '{config}'; give --labels or a config with tasks")
+    except TaskError as exc:
+        raise CliError(str(exc)) from None
+    return tasks, args.template or templates
+
+
+def default_summary(out_bag: str | Path) -> Path:
+    """OUT_BAG.csv beside the bag directory (inside it, ros2 bag tools would see a stray file)."""
+    out = Path(out_bag)
+    return out.with_name(out.name + ".csv")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from av_scene_vlm.core.bag import BagError, process_bag
+
+    in_bag, out_bag = Path(args.in_bag), Path(args.out_bag)
+    summary = None if args.no_summary else Path(args.summary) if args.summary else default_summary(out_bag)
+    # Cheap checks first: a typo must not cost a model load.
+    if not in_bag.exists():
+        raise CliError(f"input bag '{in_bag}' does not exist")
+    if out_bag.exists():
+        raise CliError(f"output '{out_bag}' exists already; remove it or choose another name")
+    if summary is not None and summary.exists():
+        raise CliError(f"summary file '{summary}' exists already; remove it, pass --summary or --no-summary")
+    if summary is not None and summary.suffix.lower() not in (".csv", ".json"):
+        raise CliError(f"summary file '{summary}' must end in .csv or .json")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    tasks, templates = tasks_and_templates(args)
+    engine = make_engine(args, tasks, templates)
+    captioner = None
+    if args.caption_every > 0:
+        quiet_hub()
+        from av_scene_vlm.core.captioner import Captioner, ModelLoadError
+
+        try:
+            captioner = Captioner(args.caption_model, device=args.device)
+        except (ModelLoadError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+        except RuntimeError as exc:
+            raise CliError(f"cannot use device '{args.device}': {exc}") from None
+    try:
+        s = process_bag(
+            in_bag,
+            out_bag,
+            engine,
+            topics=args.topics,
+            batch_size=args.batch_size,
+            captioner=captioner,
+            caption_every=args.caption_every,
+            progress=not args.no_progress,
+            summary_path=summary,
+            storage=args.storage,
+        )
+    except BagError as exc:
+        raise CliError(str(exc)) from None
+    per_topic = ", ".join(f"{t} {n}" for t, n in s.topics.items())
+    print(f"frames: {s.frames} ({per_topic}); bad frames: {s.bad_frames}; captions: {s.captions}")
+    if s.skipped_topics:
+        print(f"skipped (same camera as a processed topic): {', '.join(s.skipped_topics)}")
+    print(f"time: {s.seconds:.2f} s, {s.fps:.1f} frames/s, model {s.model_id}")
+    print(f"output: {s.output} ({s.storage}, {s.messages} messages copied + results)")
+    if s.summary_path is not None:
+        print(f"summary: {s.summary_path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for `av-scene-vlm bag`."""
+    return run_guarded(_run, args)

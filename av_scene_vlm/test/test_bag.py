@@ -1,0 +1,563 @@
+"""Offline bag processing and search (core.bag, `av-scene-vlm bag|search`) on bags the tests write.
+
+Bags are written with rosbags in both storage formats (sqlite3, mcap): two cameras (raw Image in
+several encodings with row padding, CompressedImage jpeg) plus a std_msgs/String topic that must be
+copied through. Everything runs on the tiny random CLIP, without ROS.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from av_scene_vlm.cli.main import main
+from av_scene_vlm.core import bag as B
+from av_scene_vlm.core.engine import ZeroShotEngine
+from av_scene_vlm.core.image_codec import decode_compressed, decode_raw, encode_compressed, encode_raw
+from av_scene_vlm.core.naming import output_namespace, output_topic
+from av_scene_vlm.core.tasks import parse_tasks
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+FRONT = "/front/image_raw"
+REAR = "/rear/image_raw/compressed"
+CHATTER = "/chatter"
+STRING = "std_msgs/msg/String"
+ENCODINGS = ("rgb8", "bgr8", "mono8", "yuv422")
+T0 = 1_700_000_000
+SUFFIX = {"sqlite3": ".db3", "mcap": ".mcap"}
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store():
+    return B.bag_typestore()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_clip) -> ZeroShotEngine:
+    tasks = parse_tasks({"road_user": ["car", "truck", "bus"], "weather": ["clear", "rain", "fog"]})
+    return ZeroShotEngine(str(tiny_clip), tasks=tasks)
+
+
+def header(store, sec: int, nanosec: int, frame_id: str):
+    t = store.types
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
+    )
+
+
+def raw_image(store, rgb: np.ndarray, encoding: str, hdr, padding: int = 0):
+    data, step = encode_raw(rgb, encoding, step_padding=padding)
+    h, w = rgb.shape[:2]
+    msg = store.types[B.IMAGE](
+        header=hdr,
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=np.frombuffer(data, np.uint8),
+    )
+    return msg, decode_raw(encoding, h, w, step, 0, data)
+
+
+def jpeg_image(store, rgb: np.ndarray, hdr):
+    data = encode_compressed(rgb, "jpeg")
+    msg = store.types[B.COMPRESSED_IMAGE](header=hdr, format="jpeg", data=np.frombuffer(data, np.uint8))
+    return msg, decode_compressed("jpeg", data)
+
+
+def write_drive(path: Path, store, storage: str, rng, n: int = 4, bad: bool = False) -> list[dict]:
+    """Two cameras × n frames 1 s apart (front: raw encodings with padding, rear: jpeg) and a String
+    topic. Returns the image records in bag order with their decoded frames (None = undecodable)."""
+    frames = []
+    with Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()]) as w:
+        front = w.add_connection(FRONT, B.IMAGE, typestore=store)
+        rear = w.add_connection(REAR, B.COMPRESSED_IMAGE, typestore=store)
+        chatter = w.add_connection(CHATTER, STRING, typestore=store)
+        for i in range(n):
+            ts = (T0 + i) * 10**9
+            hdr = header(store, T0 + i, 1000 + i, "front_cam")
+            msg, rgb = raw_image(store, rng.integers(0, 256, (40, 64, 3), np.uint8), ENCODINGS[i % 4], hdr, 3)
+            if bad and i == 1:  # rows shorter than width * 3: undecodable
+                msg = store.types[B.IMAGE](
+                    header=hdr, height=40, width=64, encoding="rgb8", is_bigendian=0, step=10, data=msg.data
+                )
+                rgb = None
+            w.write(front, ts, store.serialize_cdr(msg, B.IMAGE))
+            frames.append(dict(topic=FRONT, ts=ts, stamp=(T0 + i, 1000 + i), frame_id="front_cam", rgb=rgb))
+            hdr = header(store, T0 + i, 2000 + i, "rear_cam")
+            msg, rgb = jpeg_image(store, rng.integers(0, 256, (48, 32, 3), np.uint8), hdr)
+            if bad and i == 2:
+                msg = store.types[B.COMPRESSED_IMAGE](header=hdr, format="jpeg", data=np.zeros(50, np.uint8))
+                rgb = None
+            w.write(rear, ts + 500, store.serialize_cdr(msg, B.COMPRESSED_IMAGE))
+            frames.append(
+                dict(topic=REAR, ts=ts + 500, stamp=(T0 + i, 2000 + i), frame_id="rear_cam", rgb=rgb)
+            )
+            w.write(chatter, ts + 700, store.serialize_cdr(store.types[STRING](data=f"msg {i}"), STRING))
+    return frames
+
+
+def read_all(path: Path) -> dict[str, list[tuple[int, bytes, str]]]:
+    out: dict[str, list] = {}
+    with Reader(path) as r:
+        for conn, ts, raw in r.messages():
+            out.setdefault(conn.topic, []).append((ts, bytes(raw), conn.msgtype))
+    return out
+
+
+def leftovers(directory: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+# ---- naming -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("topic", "ns"),
+    [
+        ("/front/image_raw", "/front/scene"),
+        ("/front/image_raw/compressed", "/front/scene"),
+        ("/cam/left/image_rect_color", "/cam/left/scene"),
+        ("/cam/image", "/cam/scene"),
+        ("/image_raw", "/scene"),
+        ("/image_raw/compressed", "/scene"),
+        ("camera/image", "camera/scene"),
+    ],
+)
+def test_output_namespace(topic: str, ns: str) -> None:
+    assert output_namespace(topic) == ns
+    assert output_topic(topic, "similarity") == ns + "/similarity"
+
+
+def test_output_namespace_rejects_empty() -> None:
+    with pytest.raises(ValueError):
+        output_namespace("/")
+
+
+# ---- processing ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_process_bag(tmp_path, store, engine, rng, storage) -> None:
+    frames = write_drive(tmp_path / "in", store, storage, rng)
+    summary_path = tmp_path / "summary.csv"
+    s = B.process_bag(tmp_path / "in", tmp_path / "out", engine, batch_size=3, summary_path=summary_path)
+    assert (s.frames, s.bad_frames, s.storage) == (8, 0, storage)
+    assert s.topics == {FRONT: 4, REAR: 4}
+    assert s.namespaces == {FRONT: "/front/scene", REAR: "/rear/scene"}
+    assert s.messages == 12 and s.fps > 0 and s.output == tmp_path / "out"
+    assert list((tmp_path / "out").glob("*" + SUFFIX[storage])), "same storage format as the input"
+    assert leftovers(tmp_path, set()) == ["in", "out", "summary.csv"]
+
+    src, out = read_all(tmp_path / "in"), read_all(tmp_path / "out")
+    for topic in (FRONT, REAR, CHATTER):  # originals: same count, same bytes, same times
+        assert out[topic] == src[topic]
+    expected = engine.classify([f["rgb"] for f in frames])
+    for ns, topic in (("/front/scene", FRONT), ("/rear/scene", REAR)):
+        mine = [(f, r) for f, r in zip(frames, expected, strict=True) if f["topic"] == topic]
+        cls = out[f"{ns}/classification"]
+        sim = out[f"{ns}/similarity"]
+        assert len(cls) == len(sim) == len(mine) == 4
+        for (f, res), (ts, raw, msgtype), (ts2, raw2, _) in zip(mine, cls, sim, strict=True):
+            assert ts == ts2 == f["ts"]  # record time of the source image
+            msg = store.deserialize_cdr(raw, msgtype)
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == f["stamp"]
+            assert msg.header.frame_id == f["frame_id"]
+            assert [c.task for c in msg.results] == ["road_user", "weather"]
+            for c, t in zip(msg.results, res.tasks, strict=True):
+                assert c.header.frame_id == f["frame_id"] and list(c.labels) == t.labels
+                assert np.allclose(c.probabilities, t.probabilities, atol=1e-6)
+                assert c.top_label == t.labels[int(np.argmax(c.probabilities))]
+                assert c.model_id == engine.model_id and c.inference_latency > 0
+            sm = store.deserialize_cdr(raw2, B.SIMILARITY)
+            assert sm.header.frame_id == f["frame_id"]
+            assert list(sm.texts) == ["car", "truck", "bus", "clear", "rain", "fog"]
+            assert list(sm.tasks) == ["road_user"] * 3 + ["weather"] * 3
+            assert np.allclose(sm.image_embedding, res.image_embedding, atol=1e-5)
+            assert np.linalg.norm(sm.image_embedding) == pytest.approx(1.0, abs=1e-5)
+            assert np.allclose(sm.cosine, np.concatenate([t.cosine for t in res.tasks]), atol=1e-5)
+        (labels,) = out[f"{ns}/labels"]
+        info = store.deserialize_cdr(labels[1], B.LABEL_INFO)
+        assert [t.task for t in info.tasks] == ["road_user", "weather"]
+        assert labels[0] == mine[0][0]["ts"]
+    assert f"{'/front/scene'}/caption" not in out
+
+    with summary_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == s.frames
+    assert rows[0]["topic"] == FRONT and int(rows[0]["sec"]) == T0 and rows[0]["frame_id"] == "front_cam"
+    assert rows[0]["road_user.label"] == expected[0].task("road_user").label
+    assert float(rows[1]["weather.probability"]) == pytest.approx(
+        expected[1].task("weather").probability, abs=1e-5
+    )
+
+
+def test_bad_frames_json_summary_and_storage_override(tmp_path, store, engine, rng) -> None:
+    frames = write_drive(tmp_path / "in", store, "sqlite3", rng, bad=True)
+    s = B.process_bag(
+        tmp_path / "in",
+        tmp_path / "out",
+        engine,
+        batch_size=8,
+        storage="mcap",
+        progress=False,
+        summary_path=tmp_path / "s.json",
+    )
+    assert (s.frames, s.bad_frames, s.bad_by_topic) == (6, 2, {FRONT: 1, REAR: 1})
+    assert list((tmp_path / "out").glob("*.mcap")) and s.storage == "mcap"
+    out = read_all(tmp_path / "out")
+    assert len(out[FRONT]) == len(out[REAR]) == 4  # bad frames are still copied
+    stamps = [
+        store.deserialize_cdr(raw, t).header.stamp.nanosec for _, raw, t in out["/front/scene/classification"]
+    ]
+    good = [f["stamp"][1] for f in frames if f["topic"] == FRONT and f["rgb"] is not None]
+    assert stamps == good
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert len(data["frames"]) == 6 and data["model_id"] == engine.model_id
+    assert set(data["frames"][0]["tasks"]) == {"road_user", "weather"}
+
+
+class FakeCaptioner:
+    """Anything with `.caption(rgb)` returning text/prompt/num_tokens/latency/model_id works."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple] = []
+
+    def caption(self, rgb: np.ndarray):
+        from types import SimpleNamespace
+
+        self.shapes.append(rgb.shape)
+        n = len(self.shapes)
+        return SimpleNamespace(
+            text=f"scene {n}", prompt="describe", num_tokens=n, latency=0.01, model_id="fake"
+        )
+
+
+def test_captions_every_period_of_bag_time(tmp_path, store, engine, rng) -> None:
+    write_drive(tmp_path / "in", store, "mcap", rng, n=5)
+    cap = FakeCaptioner()
+    s = B.process_bag(
+        tmp_path / "in", tmp_path / "out", engine, captioner=cap, caption_every=1.5, progress=False
+    )
+    assert s.captions == 6  # frames 1 s apart, every 1.5 s: t = 0, 2, 4 per camera
+    out = read_all(tmp_path / "out")
+    front = [store.deserialize_cdr(raw, t) for _, raw, t in out["/front/scene/caption"]]
+    assert [m.header.stamp.sec - T0 for m in front] == [0, 2, 4]
+    assert [m.header.frame_id for m in front] == ["front_cam"] * 3
+    assert (
+        front[0].text.startswith("scene ") and front[0].model_id == "fake" and front[0].prompt == "describe"
+    )
+    assert [ts for ts, _, _ in out["/rear/scene/caption"]] == [(T0 + i) * 10**9 + 500 for i in (0, 2, 4)]
+    assert sorted(set(cap.shapes)) == [(40, 64, 3), (48, 32, 3)]
+
+
+def test_topics_and_raw_over_compressed(tmp_path, store, engine, rng) -> None:
+    with Writer(tmp_path / "in", version=9) as w:
+        raw = w.add_connection("/cam/image_raw", B.IMAGE, typestore=store)
+        comp = w.add_connection("/cam/image_raw/compressed", B.COMPRESSED_IMAGE, typestore=store)
+        for i in range(2):
+            rgb = rng.integers(0, 256, (32, 32, 3), np.uint8)
+            hdr = header(store, T0 + i, 0, "cam")
+            w.write(
+                raw, (T0 + i) * 10**9, store.serialize_cdr(raw_image(store, rgb, "rgb8", hdr)[0], B.IMAGE)
+            )
+            msg = jpeg_image(store, rgb, hdr)[0]
+            w.write(comp, (T0 + i) * 10**9 + 1, store.serialize_cdr(msg, B.COMPRESSED_IMAGE))
+    s = B.process_bag(tmp_path / "in", tmp_path / "a", engine, progress=False)
+    assert s.topics == {"/cam/image_raw": 2} and s.skipped_topics == ["/cam/image_raw/compressed"]
+    s = B.process_bag(
+        tmp_path / "in", tmp_path / "b", engine, progress=False, topics=["/cam/image_raw/compressed"]
+    )
+    assert s.topics == {"/cam/image_raw/compressed": 2}
+    with pytest.raises(B.BagError, match="would all write to '/cam/scene'"):
+        B.process_bag(
+            tmp_path / "in", tmp_path / "c", engine, topics=["/cam/image_raw", "/cam/image_raw/compressed"]
+        )
+    with pytest.raises(B.BagError, match="'/nope' is not in bag"):
+        B.process_bag(tmp_path / "in", tmp_path / "c", engine, topics=["/nope"])
+    with pytest.raises(B.BagError, match="already has '/cam/scene/classification'"):
+        B.process_bag(tmp_path / "a", tmp_path / "c", engine, progress=False)
+    assert leftovers(tmp_path, set()) == ["a", "b", "in"]
+
+
+def test_output_matches_ros_types(tmp_path, store, engine, rng) -> None:
+    """The CDR we write is what rclpy's generated classes read, and our RIHS01 hashes are ROS's."""
+    pytest.importorskip("rclpy")
+    msgs = pytest.importorskip("av_scene_vlm_msgs.msg")
+    from rclpy.serialization import deserialize_message
+
+    write_drive(tmp_path / "in", store, "sqlite3", rng, n=2)
+    B.process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False, captioner=FakeCaptioner())
+    seen = set()
+    with Reader(tmp_path / "out") as r:
+        for conn, _, raw in r.messages():
+            if conn.msgtype.startswith("av_scene_vlm_msgs/"):
+                name = conn.msgtype.rsplit("/", 1)[1]
+                ros = deserialize_message(bytes(raw), getattr(msgs, name))
+                mine = store.deserialize_cdr(raw, conn.msgtype)
+                assert ros.header.frame_id == mine.header.frame_id
+                share = B.find_msg_dir() / f"{name}.json"
+                if share.is_file():  # the installed share dir has the type description hashes
+                    hashes = json.loads(share.read_text())["type_hashes"]
+                    assert conn.digest == next(
+                        h["hash_string"] for h in hashes if h["type_name"] == conn.msgtype
+                    )
+                seen.add(name)
+    assert seen == {"ClassificationArray", "Similarity", "Caption", "LabelInfo"}
+
+
+def test_copied_definitions_fall_back_for_humble_bags(store) -> None:
+    """Humble-era bags record neither definitions nor hashes: derive them, never drop the topic."""
+    from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition
+    from rosbags.interfaces import MessageDefinitionFormat as Fmt
+
+    def conn(msgtype: str, msgdef: MessageDefinition, digest: str = "") -> Connection:
+        ext = ConnectionExtRosbag2("cdr", [])
+        return Connection(1, "/t", msgtype, msgdef, digest, 0, ext, None)
+
+    none = MessageDefinition(Fmt.NONE, "")
+    assert B._definition(conn(B.IMAGE, none), store) == (
+        store.generate_msgdef(B.IMAGE, ros_version=2)[0],
+        store.hash_rihs01(B.IMAGE),
+    )
+    custom = MessageDefinition(Fmt.MSG, "int32 x\nstring name\n")
+    msgdef, digest = B._definition(conn("vendor_msgs/msg/Thing", custom), store)
+    assert msgdef == custom.data and digest.startswith("RIHS01_") and digest != B._UNKNOWN_HASH
+    assert B._definition(conn("vendor_msgs/msg/Thing", none), store) == ("", B._UNKNOWN_HASH)
+    assert B._definition(conn(B.IMAGE, custom, "RIHS01_abc"), store) == (custom.data, "RIHS01_abc")
+
+
+# ---- errors: BagError, exit 2, nothing left behind ------------------------------------------------------
+def test_missing_input_and_existing_output(tmp_path, store, engine, rng, capsys) -> None:
+    with pytest.raises(B.BagError, match="does not exist"):
+        B.process_bag(tmp_path / "nope", tmp_path / "out", engine)
+    write_drive(tmp_path / "in", store, "sqlite3", rng, n=1)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(B.BagError, match="exists already"):
+        B.process_bag(tmp_path / "in", tmp_path / "out", engine)
+    assert leftovers(tmp_path, set()) == ["in", "out"] and not any((tmp_path / "out").iterdir())
+    code = main(["bag", str(tmp_path / "nope"), str(tmp_path / "x"), "--labels", "a", "b"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+
+
+def _metadata(storage: str, rel: str) -> str:
+    return (
+        "rosbag2_bagfile_information:\n"
+        "  version: 5\n"
+        f"  storage_identifier: {storage}\n"
+        f"  relative_file_paths: [{rel}]\n"
+        "  duration: {nanoseconds: 10}\n"
+        "  starting_time: {nanoseconds_since_epoch: 0}\n"
+        "  message_count: 3\n"
+        "  topics_with_message_count:\n"
+        "    - topic_metadata: {name: /cam/image_raw, type: sensor_msgs/msg/Image,"
+        " serialization_format: cdr, offered_qos_profiles: ''}\n"
+        "      message_count: 3\n"
+        "  compression_format: ''\n"
+        "  compression_mode: ''\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["db3", "mcap", "bare_mcap", "bad_yaml", "unknown_storage", "no_metadata"])
+def test_corrupt_input(tmp_path, engine, rng, kind, capsys) -> None:
+    bag = tmp_path / "in"
+    bag.mkdir()
+    junk = rng.integers(0, 256, 4096, np.uint8).tobytes()
+    if kind in ("db3", "mcap"):
+        (bag / f"in_0.{kind}").write_bytes(junk)
+        storage = "sqlite3" if kind == "db3" else "mcap"
+        (bag / "metadata.yaml").write_text(_metadata(storage, f"in_0.{kind}"))
+    elif kind == "bare_mcap":
+        bag = tmp_path / "in.mcap"
+        bag.write_bytes(junk)
+    elif kind == "bad_yaml":
+        (bag / "in_0.db3").write_bytes(junk)
+        (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed\n  : :")
+    elif kind == "unknown_storage":
+        (bag / "in_0.bag").write_bytes(junk)
+        (bag / "metadata.yaml").write_text(_metadata("rosbag_v2", "in_0.bag"))
+    else:
+        (bag / "in_0.db3").write_bytes(junk)
+    before = leftovers(tmp_path, set())
+    with pytest.raises(B.BagError, match=r"cannot read bag|not a rosbag2 bag") as exc:
+        B.process_bag(bag, tmp_path / "out", engine)
+    assert str(bag) in str(exc.value)
+    if kind == "unknown_storage":
+        assert "unknown storage 'rosbag_v2' (supported: sqlite3, mcap)" in str(exc.value)
+    code = main(
+        ["bag", str(bag), str(tmp_path / "out"), "--labels", "a", "b", "--model", str(engine.model_id)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("av-scene-vlm bag: error: ") and err.count("\n") == 1
+    assert leftovers(tmp_path, set()) == before  # no output, no hidden temp dir
+
+
+def test_no_image_topics(tmp_path, store, engine) -> None:
+    with Writer(tmp_path / "in", version=9) as w:
+        c = w.add_connection(CHATTER, STRING, typestore=store)
+        w.write(c, 1, store.serialize_cdr(store.types[STRING](data="x"), STRING))
+    with pytest.raises(B.BagError, match=r"no image topics .*/chatter \[std_msgs/msg/String\]"):
+        B.process_bag(tmp_path / "in", tmp_path / "out", engine)
+    assert leftovers(tmp_path, set()) == ["in"]
+    with pytest.raises(B.BagError, match="no image or similarity topics"):
+        B.search_bag(tmp_path / "in", "a car", engine)
+
+
+def test_failure_midway_leaves_nothing(tmp_path, store, engine, rng, monkeypatch) -> None:
+    write_drive(tmp_path / "in", store, "mcap", rng)
+    calls = []
+
+    def boom(frames, **kw):
+        calls.append(len(frames))
+        if len(calls) > 1:
+            raise RuntimeError("device lost")
+        return ZeroShotEngine.classify(engine, frames, **kw)
+
+    monkeypatch.setattr(engine, "classify", boom)
+    with pytest.raises(RuntimeError, match="device lost"):
+        B.process_bag(
+            tmp_path / "in", tmp_path / "sub" / "out", engine, batch_size=2, summary_path=tmp_path / "s.csv"
+        )
+    assert leftovers(tmp_path, set()) == ["in"]  # not even the parent directory it created
+
+
+def test_find_msg_dir(tmp_path, monkeypatch) -> None:
+    d = B.find_msg_dir()
+    assert (d / "Similarity.msg").is_file()
+    with pytest.raises(B.BagError, match="does not contain"):
+        B.find_msg_dir(tmp_path)
+    monkeypatch.setenv(B.MSGS_DIR_ENV, str(d))
+    assert B.find_msg_dir() == d
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------
+def test_cli_bag(tmp_path, store, tiny_clip, rng, capsys) -> None:
+    write_drive(tmp_path / "in", store, "sqlite3", rng, n=2)
+    args = ["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tiny_clip), "--no-progress"]
+    code = main([*args, "--labels", "car", "truck", "--batch-size", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "frames: 4 (/front/image_raw 2, /rear/image_raw/compressed 2)" in out
+    assert "frames/s" in out and str(tmp_path / "out") in out
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))  # default summary beside the bag
+    assert len(rows) == 4 and "default.label" in rows[0]
+    # tasks + templates from the node's params file
+    cfg = tmp_path / "params.yaml"
+    cfg.write_text(
+        "/**:\n  ros__parameters:\n    template: ['a dashcam photo of a {}.']\n"
+        "    tasks: |\n      weather: [clear, rain]\n      light: {day: ['daylight'], night: []}\n"
+    )
+    from av_scene_vlm.cli.bag import config_templates
+
+    assert config_templates(cfg) == ["a dashcam photo of a {}."]
+    o2 = [str(tmp_path / "in"), str(tmp_path / "o2"), "--summary", str(tmp_path / "o2.json")]
+    code = main(["bag", *o2, "--model", str(tiny_clip), "--config", str(cfg), "--no-progress"])
+    assert code == 0
+    data = json.loads((tmp_path / "o2.json").read_text())
+    assert set(data["frames"][0]["tasks"]) == {"weather", "light"}
+    labels = read_all(tmp_path / "o2")["/front/scene/labels"]
+    info = store.deserialize_cdr(labels[0][1], B.LABEL_INFO)
+    assert list(info.tasks[1].prompts) == ["daylight", "a dashcam photo of a night."]
+    capsys.readouterr()
+    assert main([*args, "--labels", "car", "truck"]) == 2  # out exists now
+    assert "exists already" in capsys.readouterr().err
+
+
+# ---- search ---------------------------------------------------------------------------------------------
+QUERY = "a pedestrian crossing at night"
+
+
+@pytest.fixture
+def planted(tmp_path, store, engine, rng):
+    """A bag of lossless frames (rgb8/bgr8) where one frame, in the middle of the front camera, is
+    by construction the closest to QUERY: it is the best of all candidate images."""
+    cands = rng.integers(0, 256, (10, 56, 56, 3), np.uint8)
+    cands[::2] //= 2  # vary brightness a bit, so scores spread
+    scores = engine.encode_images(list(cands)) @ engine.encode_texts([QUERY])[0]
+    order = np.argsort(-scores)
+    assert scores[order[0]] - scores[order[1]] > 1e-4  # a clear winner, robust to batching noise
+    best = int(order[0])
+    rest = [i for i in range(10) if i != best]
+    front = [*rest[:2], best, *rest[2:4]]  # winner in the middle of the front camera
+    rear = rest[4:]
+    with Writer(tmp_path / "drive", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        cf = w.add_connection(FRONT, B.IMAGE, typestore=store)
+        cr = w.add_connection("/rear/image_raw", B.IMAGE, typestore=store)
+        for k, i in enumerate(front):
+            msg, _ = raw_image(store, cands[i], "bgr8", header(store, T0 + k, 7, "front_cam"), 2)
+            w.write(cf, (T0 + k) * 10**9, store.serialize_cdr(msg, B.IMAGE))
+        for k, i in enumerate(rear):
+            msg, _ = raw_image(store, cands[i], "rgb8", header(store, T0 + k, 9, "rear_cam"))
+            w.write(cr, (T0 + k) * 10**9 + 1, store.serialize_cdr(msg, B.IMAGE))
+    return tmp_path / "drive", cands[best], (T0 + 2, 7)
+
+
+def test_search_finds_planted_frame_raw_and_processed(tmp_path, engine, planted) -> None:
+    drive, best_rgb, best_stamp = planted
+    raw = B.search_bag(drive, QUERY, engine, top_k=5, batch_size=3)
+    assert [m.source for m in raw] == ["image"] * 5
+    assert raw[0].stamp == best_stamp and raw[0].topic == FRONT and raw[0].frame_id == "front_cam"
+    scores = [m.score for m in raw]
+    assert scores == sorted(scores, reverse=True)
+    assert np.array_equal(raw[0].image(), best_rgb)
+
+    B.process_bag(drive, tmp_path / "processed", engine, progress=False)
+    done = B.search_bag(tmp_path / "processed", QUERY, engine, top_k=5)
+    assert [m.source for m in done] == ["embedding"] * 5
+    assert [(m.topic, m.stamp) for m in done] == [(m.topic, m.stamp) for m in raw]
+    assert np.allclose([m.score for m in done], scores, atol=1e-5)
+    assert np.array_equal(done[0].image(), best_rgb)  # re-read lazily from the bag
+    forced = B.search_bag(tmp_path / "processed", QUERY, engine, top_k=5, use_embeddings=False)
+    assert [m.source for m in forced] == ["image"] * 5 and forced[0].stamp == best_stamp
+
+    only_rear = B.search_bag(drive, QUERY, engine, top_k=100, topics=["/rear/image_raw"])
+    assert len(only_rear) == 5 and {m.topic for m in only_rear} == {"/rear/image_raw"}
+    assert [m.timestamp for m in B.search_bag(drive, QUERY, engine, top_k=100)] != []
+
+
+def test_search_ties_are_deterministic(tmp_path, store, engine, rng) -> None:
+    rgb = rng.integers(0, 256, (32, 32, 3), np.uint8)
+    with Writer(tmp_path / "same", version=9) as w:
+        c = w.add_connection(FRONT, B.IMAGE, typestore=store)
+        for k in (3, 1, 2):  # written out of time order on purpose
+            msg, _ = raw_image(store, rgb, "rgb8", header(store, k, 0, "f"))
+            w.write(c, k * 10**9, store.serialize_cdr(msg, B.IMAGE))
+    got = B.search_bag(tmp_path / "same", "a car", engine, top_k=3, batch_size=1)
+    assert [m.timestamp for m in got] == [10**9, 2 * 10**9, 3 * 10**9]
+
+
+def test_search_errors(tmp_path, engine, planted) -> None:
+    drive = planted[0]
+    with pytest.raises(B.BagError, match="query is empty"):
+        B.search_bag(drive, "  ", engine)
+    with pytest.raises(B.BagError, match="top_k"):
+        B.search_bag(drive, QUERY, engine, top_k=0)
+    with pytest.raises(B.BagError, match=r"no usable stored embeddings .* no Similarity messages"):
+        B.search_bag(drive, QUERY, engine, use_embeddings=True)
+
+
+def test_search_other_model_ignores_stored_embeddings(tmp_path, engine, tiny_clip_2, planted) -> None:
+    """Embeddings of another model live in another space: encode the images again (or refuse)."""
+    B.process_bag(planted[0], tmp_path / "processed", engine, progress=False)
+    other = ZeroShotEngine(str(tiny_clip_2))
+    got = B.search_bag(tmp_path / "processed", QUERY, other, top_k=3)
+    assert [m.source for m in got] == ["image"] * 3
+    with pytest.raises(B.BagError, match=r"no usable stored embeddings .*" + re.escape(engine.model_id)):
+        B.search_bag(tmp_path / "processed", QUERY, other, use_embeddings=True)
+
+
+def test_cli_search(tmp_path, tiny_clip, engine, planted, capsys) -> None:
+    drive, _, best_stamp = planted
+    png = tmp_path / "matches.png"
+    code = main(["search", str(drive), QUERY, "--model", str(tiny_clip), "--top-k", "3", "--out", str(png)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].split() == ["rank", "topic", "stamp", "frame_id", "score"]
+    first = out[1].split()
+    assert first[:4] == ["1", FRONT, f"{best_stamp[0]}.{best_stamp[1]:09d}", "front_cam"]
+    assert len(out) == 5 and out[4].startswith("saved ") and png.stat().st_size > 0
+    assert main(["search", str(tmp_path / "nope"), QUERY, "--model", str(tiny_clip)]) == 2
+    assert "does not exist" in capsys.readouterr().err
