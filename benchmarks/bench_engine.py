@@ -206,7 +206,8 @@ def hardware() -> dict:
         "cores": os.cpu_count(),
     }
     try:
-        model = next(line for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as f:
+            model = next(line for line in f if line.startswith("model name"))
         info["cpu"] = model.split(":", 1)[1].strip()
     except (OSError, StopIteration):
         pass
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hardware: {hw.get('gpu') or hw['cpu']} ({hw['cores']} cores), torch {hw['torch']}\n")
     head = (
         f"{'frame':>10} {'batch':>5} | {'engine fps':>10} {'p50 ms':>8} {'p95 ms':>8} {'RSS MB':>7} | "
-        f"{'pipeline fps':>12} {'p50 ms':>8} {'RSS MB':>7} | {'speedup':>7} | {'per-prompt fps':>14} {'speedup':>7}"
+        f"{'pipeline fps':>12} {'p50 ms':>8} {'RSS MB':>7} | {'speedup':>7} | "
+        f"{'per-prompt fps':>14} {'speedup':>7}"
     )
     print(head)
     print("-" * len(head))

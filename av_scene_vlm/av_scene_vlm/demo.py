@@ -23,7 +23,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PKG_DIR = Path(__file__).resolve().parents[1]
 # Whole raw frames in shared memory (the default 512 KiB segment loses best-effort 640x480 frames).
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(PKG_DIR / "config" / "fastdds_local_large_frames.xml"))
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE", str(PKG_DIR / "config" / "fastdds_local_large_frames.xml")
+)
 CAMERAS = {"front": "/demo/front/image_raw", "rear": "/demo/rear/image_raw/compressed"}
 
 
@@ -67,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import numpy as np
     import rclpy
-    from av_scene_vlm_msgs.msg import ClassificationArray, Similarity
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -77,10 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     from av_scene_vlm.core.image_codec import encode_compressed, encode_raw
     from av_scene_vlm.core.naming import output_namespace
     from av_scene_vlm.core.synthetic import drive
+    from av_scene_vlm_msgs.msg import ClassificationArray, Similarity
 
     topics = "[" + ", ".join(CAMERAS.values()) + "]"
-    cmd = [sys.executable, "-m", "av_scene_vlm.ros.clip_node", "--ros-args", "--params-file", args.params_file,
-           "-p", f"model:={model}", "-p", f"image_topics:={topics}", "-r", "__node:=clip_node"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "av_scene_vlm.ros.clip_node",
+        "--ros-args",
+        "--params-file",
+        args.params_file,
+        "-p",
+        f"model:={model}",
+        "-p",
+        f"image_topics:={topics}",
+        "-r",
+        "__node:=clip_node",
+    ]
     print(f"[demo] starting clip_node ({'real' if real else 'random'} model {model})")
     node_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node_log: list[str] = []
@@ -107,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         listen(Image, f"{ns}/heatmap")
     listen(DiagnosticArray, "/diagnostics")
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # like `ros2 bag play`
-    pubs = {"front": node.create_publisher(Image, CAMERAS["front"], qos),
-            "rear": node.create_publisher(CompressedImage, CAMERAS["rear"], qos)}
+    pubs = {
+        "front": node.create_publisher(Image, CAMERAS["front"], qos),
+        "rear": node.create_publisher(CompressedImage, CAMERAS["rear"], qos),
+    }
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
@@ -133,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             now = node.get_clock().now().to_msg()
             h.stamp = now
             data, step = encode_raw(frames["front"][i], "rgb8")
-            pubs["front"].publish(Image(header=h, height=480, width=640, encoding="rgb8", step=step, data=data))
+            pubs["front"].publish(
+                Image(header=h, height=480, width=640, encoding="rgb8", step=step, data=data)
+            )
             hr = Header(frame_id="rear_camera", stamp=now)
-            pubs["rear"].publish(CompressedImage(header=hr, format="jpeg", data=encode_compressed(frames["rear"][i])))
+            pubs["rear"].publish(
+                CompressedImage(header=hr, format="jpeg", data=encode_compressed(frames["rear"][i]))
+            )
             time.sleep(max(0.0, t0 + (i + 1) / args.rate - time.monotonic()))
         time.sleep(2.0)
         code = summarise(received, lock, out, real, args.frames, cv2, np)
@@ -173,8 +193,21 @@ def summarise(received, lock, out: Path, real: bool, n_frames: int, cv2, np) -> 
         print("\n[demo] last /diagnostics")
         for status in diags[-1].status:
             vals = {kv.key: kv.value for kv in status.values}
-            keys = [k for k in ("processed_fps", "input_rate_hz", "engine_time_p50_ms", "latency_stamp_to_publish_p50_ms",
-                                "received", "processed", "dropped", "bad_frames", "device") if k in vals]
+            keys = [
+                k
+                for k in (
+                    "processed_fps",
+                    "input_rate_hz",
+                    "engine_time_p50_ms",
+                    "latency_stamp_to_publish_p50_ms",
+                    "received",
+                    "processed",
+                    "dropped",
+                    "bad_frames",
+                    "device",
+                )
+                if k in vals
+            ]
             print(f"  {status.name}: " + ", ".join(f"{k}={vals[k]}" for k in keys))
     heat = got["/demo/front/scene/heatmap"]
     if heat:
@@ -183,7 +216,10 @@ def summarise(received, lock, out: Path, real: bool, n_frames: int, cv2, np) -> 
         path = out / "heatmap.png"
         cv2.imwrite(str(path), bgr)
         print(f"\n[demo] heatmap saved to {path}")
-    print(f"[demo] done: {len(front)} of {n_frames} front frames classified (the node keeps only the newest frame)")
+    print(
+        f"[demo] done: {len(front)} of {n_frames} front frames classified "
+        "(the node keeps only the newest frame)"
+    )
     return 0
 
 

@@ -114,7 +114,8 @@ def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
         pass  # not (completely) in the cache
     if offline():
         raise ModelLoadError(
-            f"cannot load model '{model}': offline (HF_HUB_OFFLINE=1) and not in the local cache. {how_to_get(model)}"
+            f"cannot load model '{model}': offline (HF_HUB_OFFLINE=1) and not in the local cache. "
+            + how_to_get(model)
         )
     if not hub_reachable():
         raise ModelLoadError(

@@ -58,7 +58,8 @@ def _openai_vocab(bpe: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The 49408-token vocabulary of openai/CLIP, rebuilt from its merges file (as CLIP does)."""
     import gzip
 
-    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(bpe, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
     merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
     chars = _bytes_to_unicode()
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + list(SPECIAL_TOKENS)

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 
 
-def drive_frame(i: int, n: int = 60, height: int = 480, width: int = 640, camera: str = "front") -> np.ndarray:
+def drive_frame(
+    i: int, n: int = 60, height: int = 480, width: int = 640, camera: str = "front"
+) -> np.ndarray:
     """Frame `i` of an `n`-frame drive as H×W×3 uint8 RGB."""
     t = i / max(1, n - 1)
     rng = np.random.default_rng(1000 * (camera == "rear") + i)
