@@ -201,3 +201,21 @@ def test_missing_model_online_but_hub_unreachable_fails_fast(monkeypatch) -> Non
     with pytest.raises(ModelLoadError, match="unreachable"):
         load_clip("no-such-org/never-cached-clip")
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("shape", [(7, 300), (480, 640), (1080, 1920), (333, 517)])
+def test_preprocessing_matches_the_checkpoints_processor(engine, tiny_clip, rng, shape) -> None:
+    """Exactly CLIPImageProcessor (torchvision backend); within two grey levels of the PIL backend."""
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil
+
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = engine.preprocess([image])
+    processor = load_clip(str(tiny_clip)).processor.image_processor
+    reference = processor(images=image, return_tensors="pt")["pixel_values"]
+    assert torch.equal(ours, reference)
+    pil = CLIPImageProcessorPil()(images=Image.fromarray(image), return_tensors="pt")["pixel_values"]
+    one_level = 1 / 255 / min(processor.image_std)
+    diff = (ours - pil).abs()
+    assert float(diff.max()) <= 2 * one_level + 1e-6  # rounding of uint8 resizes (2 only on 32x upscales)
+    assert float(diff.mean()) < 0.01 * one_level
