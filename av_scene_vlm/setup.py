@@ -8,12 +8,16 @@ PACKAGE = "av_scene_vlm"
 DATA_FILES = [
     ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
     ("share/" + PACKAGE, ["package.xml"]),
-    ("share/" + PACKAGE + "/config", ["config/scene_vlm.yaml"]),
+    ("share/" + PACKAGE + "/config", ["config/scene_vlm.yaml", "config/fastdds_local_large_frames.xml"]),
+    ("share/" + PACKAGE + "/launch", ["launch/scene_vlm.launch.py", "launch/bag_replay.launch.py"]),
+    ("share/" + PACKAGE + "/rviz", ["rviz/scene_vlm.rviz"]),
 ]
 
 CONSOLE_SCRIPTS = [
     "av-scene-vlm = av_scene_vlm.cli.main:main",
     "clip_node = av_scene_vlm.ros.clip_node:main",
+    "caption_node = av_scene_vlm.ros.caption_node:main",
+    "scene_vlm = av_scene_vlm.ros.scene_vlm:main",
 ]
 
 setup(
@@ -39,7 +43,7 @@ setup(
     zip_safe=True,
     maintainer="av_scene_vlm maintainers",
     maintainer_email="maintainers@av-scene-vlm.dev",
-    description="CLIP zero-shot scene classification, similarity, heatmaps and Qwen2.5-VL captions for ROS 2.",
+    description="CLIP zero-shot scene classification, similarity, heatmaps and Qwen2.5-VL captions (ROS 2).",
     license="Apache-2.0",
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -165,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             node_proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             node_proc.kill()
+        rclpy.try_shutdown()  # wakes the spinning executor
         executor.shutdown()
+        spin.join(timeout=10)
         node.destroy_node()
-        rclpy.try_shutdown()
     return code
 
 

@@ -21,14 +21,6 @@ from av_scene_vlm.core.captioner import Captioner, CaptionResult, ModelLoadError
 MAX_NEW = 6
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2.5-VL checkpoint saved with save_pretrained (loaded like the hub model)."""
-    from av_scene_vlm.core.random_models import build_tiny_qwen25vl
-
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("models") / "tiny-qwen25vl")
-
-
 @pytest.fixture(scope="module")
 def captioner(tiny_qwen: Path) -> Captioner:
     return Captioner(str(tiny_qwen), max_new_tokens=MAX_NEW)

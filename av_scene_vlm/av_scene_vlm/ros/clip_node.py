@@ -60,8 +60,8 @@ from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
-    "device": ("auto", "auto | cpu | cuda | cuda:N.", True),
-    "dtype": ("auto", "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16.", True),
+    "device": ("auto", "auto, cpu, cuda or cuda:N.", True),
+    "dtype": ("auto", "auto (fp16 on GPU, fp32 on CPU), float32, float16 or bfloat16.", True),
     "max_batch": (8, "Most frames (cameras) per engine call.", False),
     "template": (
         list(DEFAULT_TEMPLATES),
@@ -98,6 +98,18 @@ def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Tas
     return check_unique(tasks)
 
 
+def check_heatmap_choice(tasks: list[Task], task: str, label: str) -> None:
+    """heatmap_task must name a task and heatmap_label a label of it (else the heatmap would fail later)."""
+    names = [t.name for t in tasks]
+    if task and task not in names:
+        raise TaskError(f"heatmap_task {task!r} is not one of the tasks {names}")
+    chosen = tasks[names.index(task)] if task else (tasks[0] if tasks else None)
+    if label and chosen is not None and label not in chosen.label_names:
+        raise TaskError(
+            f"heatmap_label {label!r} is not a label of task {chosen.name!r}: {chosen.label_names}"
+        )
+
+
 @dataclass
 class _Work:
     camera: Camera
@@ -121,6 +133,7 @@ class ClipNode(Node):
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
         templates = validate_templates(clean_list(p("template")))
         self._check_runtime({k: p(k) for k in PARAMETERS})
+        check_heatmap_choice(tasks, p("heatmap_task"), p("heatmap_label"))
         if engine is None:
             self.get_logger().info(
                 f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')})"
@@ -200,11 +213,8 @@ class ClipNode(Node):
             if any(p.name in TASK_PARAMS for p in params):
                 tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
                 templates = validate_templates(clean_list(new["template"]))
+                check_heatmap_choice(tasks, new["heatmap_task"], new["heatmap_label"])
                 names = [t.name for t in tasks]
-                if new["heatmap_task"] and new["heatmap_task"] not in names:
-                    raise TaskError(
-                        f"heatmap_task {new['heatmap_task']!r} is not one of the new tasks {names}"
-                    )
                 self.engine.set_tasks(tasks, templates)
                 self._smoothed.clear()
                 self._publish_labels()
@@ -212,9 +222,7 @@ class ClipNode(Node):
                     f"labels changed: {len(tasks)} task(s) {names}; texts re-encode on the next frame"
                 )
             elif any(p.name in ("heatmap_task", "heatmap_label") for p in params):
-                names = [t.name for t in self.engine.tasks]
-                if new["heatmap_task"] and new["heatmap_task"] not in names:
-                    raise TaskError(f"heatmap_task {new['heatmap_task']!r} is not one of {names}")
+                check_heatmap_choice(self.engine.tasks, new["heatmap_task"], new["heatmap_label"])
         except (TaskError, ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)

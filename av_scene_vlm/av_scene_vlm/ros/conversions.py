@@ -7,12 +7,14 @@ ClassificationArray / Similarity / heatmap Image, each output carrying the sourc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from av_scene_vlm.core.engine import FrameResult
+if TYPE_CHECKING:  # annotations only: caption_node needs no CLIP engine (torchvision) import
+    from av_scene_vlm.core.engine import FrameResult
 from av_scene_vlm.core.image_codec import ImageDecodeError, decode_compressed, decode_raw
 from av_scene_vlm.core.tasks import Task, expand_prompts
 from av_scene_vlm_msgs.msg import (

@@ -1,0 +1,66 @@
+"""`scene_vlm`: clip_node and caption_node in one process, for machines without the launch system.
+
+    ros2 run av_scene_vlm scene_vlm --ros-args --params-file config/scene_vlm.yaml
+    python -m av_scene_vlm.ros.scene_vlm --ros-args -p enable_caption:=false ...
+
+Both nodes (named `clip_node` and `caption_node`) read the same parameters: `/**` entries of a params
+file and `-p name:=value` apply to both, each takes the ones it declares; node-name sections target
+one. `enable_caption` (default true) is read by a short-lived bootstrap node named `scene_vlm`, so it
+is set like any parameter (`-p enable_caption:=false`, or under `/**` or `scene_vlm:` in a params
+file); false runs the classifier alone. Do not remap `__node` here: a process-wide remap would give
+every node the same name.
+
+Threads: one executor serves both nodes' callbacks, which only store frames (a SingleThreadedExecutor;
+see `run_nodes` for why not rclpy's MultiThreadedExecutor), and each node runs its model on its own
+worker thread. How the classifier keeps its speed next to the captioner:
+- torch's intra-op thread count is per calling thread once set, so each worker pins its own
+  (`pin_torch_threads`); `caption_num_threads` can give the captioner fewer;
+- the caption worker runs at a higher nice value (`caption_nice`, default 10; Linux applies it per
+  thread and torch's OpenMP threads inherit it), so on a saturated CPU the scheduler favours the
+  classifier;
+- on CUDA the captioner queues its kernels on a stream of its own instead of in front of the
+  classifier's.
+On a CPU that the classifier alone saturates, every caption still costs classifier frames in
+proportion to its compute; benchmarks/bench_scene_vlm.py measures how much and which
+`caption_period` / `caption_max_pixels` / `caption_max_new_tokens` keep the loss under 10 %.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+from av_scene_vlm.ros.caption_node import CaptionNode
+from av_scene_vlm.ros.clip_node import ClipNode
+from av_scene_vlm.ros.node_utils import run_nodes
+
+ENABLE_CAPTION: tuple[bool, str] = (True, "Run caption_node next to clip_node (false = classifier only).")
+
+
+def caption_enabled(**node_kwargs: Any) -> bool:
+    """Read `enable_caption` from the command line / params file through a bootstrap node."""
+    node = Node("scene_vlm", start_parameter_services=False, enable_rosout=False, **node_kwargs)
+    try:
+        default, desc = ENABLE_CAPTION
+        node.declare_parameter(
+            "enable_caption", default, ParameterDescriptor(description=desc, read_only=True)
+        )
+        return bool(node.get_parameter("enable_caption").value)
+    finally:
+        node.destroy_node()
+
+
+def _caption_node() -> CaptionNode | None:
+    return CaptionNode() if caption_enabled() else None
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run av_scene_vlm scene_vlm`: classifier first, then the captioner."""
+    return run_nodes([ClipNode, _caption_node], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""caption_node and scene_vlm over real DDS with a tiny random Qwen2.5-VL (and tiny CLIP).
+
+Random weights give arbitrary text, so the tests check headers, rates, triggers, counters and exit
+behaviour, not wording.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from av_scene_vlm.core.captioner import DEFAULT_PROMPT  # noqa: E402
+from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
+from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distance  # noqa: E402
+from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from av_scene_vlm_msgs.msg import Caption, ClassificationArray, Similarity  # noqa: E402
+
+# Small frames and budgets keep a tiny-model caption well under 0.5 s on 2 CPU cores.
+FAST = {"caption_max_new_tokens": 3, "caption_max_pixels": 112 * 112, "caption_device": "cpu"}
+
+
+@pytest.fixture
+def ros():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    spinner = Spinner(ctx)
+    yield ctx, spinner
+    spinner.stop()
+    for node in list(spinner.executor.get_nodes()):
+        node.destroy_node()
+    rclpy.shutdown(context=ctx)
+
+
+def make_node(ctx, spinner, tiny_qwen, **params) -> CaptionNode:
+    values = {"caption_model": str(tiny_qwen), **FAST, **params}
+    node = CaptionNode(
+        "caption_node", context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]
+    )
+    spinner.add(node)
+    return node
+
+
+def frame(seed: int, shape=(48, 64, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_parameters_have_descriptions() -> None:
+    assert all(desc.strip() for _, desc, _ in PARAMETERS.values())
+    assert PARAMETERS["caption_prompt"][0] == DEFAULT_PROMPT
+    assert PARAMETERS["caption_model"][0] == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert cosine_distance(np.array([1.0, 0.0]), np.array([0.0, 2.0])) == pytest.approx(1.0)
+
+
+def test_captions_carry_source_header_prompt_and_text(ros, tiny_qwen) -> None:
+    ctx, spinner = ros
+    make_node(
+        ctx,
+        spinner,
+        tiny_qwen,
+        image_topics=["/front/image_raw", "/rear/image_raw/compressed"],
+        caption_period=0.0,
+        caption_prompt="Any pedestrians?",
+        publish_text=True,
+    )
+    probe = spinner.add(Probe(ctx))
+    for ns in ("/front/scene", "/rear/scene"):
+        probe.listen(Caption, f"{ns}/caption")
+    probe.listen(String, "/front/scene/caption_text")
+    front = probe.camera_publisher(Image, "/front/image_raw")
+    rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
+    spinner.start()
+    assert wait_for(lambda: front.get_subscription_count() and rear.get_subscription_count())
+    front.publish(image_msg(frame(1), "bgr8", header(1, "front_cam"), padding=3))
+    rear.publish(compressed_msg(frame(2, (30, 300, 3)), header(2, "rear_cam"), "jpeg"))
+    assert wait_for(
+        lambda: probe.messages("/front/scene/caption") and probe.messages("/rear/scene/caption"), timeout=30
+    )
+    for ns, idx, frame_id in (("/front/scene", 1, "front_cam"), ("/rear/scene", 2, "rear_cam")):
+        (msg,) = probe.messages(f"{ns}/caption")
+        assert msg.header.frame_id == frame_id
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000 + idx, 1000 * idx + 7)
+        assert msg.prompt == "Any pedestrians?" and msg.model_id == str(tiny_qwen)
+        assert msg.latency > 0 and 1 <= msg.num_tokens <= 3
+    assert wait_for(lambda: probe.messages("/front/scene/caption_text"))
+    assert (
+        probe.messages("/front/scene/caption_text")[0].data == probe.messages("/front/scene/caption")[0].text
+    )
+
+
+def test_period_limits_captions_and_counts_skipped(ros, tiny_qwen) -> None:
+    ctx, spinner = ros
+    period, duration = 1.0, 3.0
+    node = make_node(ctx, spinner, tiny_qwen, image_topics=["/cam/image_raw"], caption_period=period)
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/cam/scene/caption")
+    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    img = frame(3)
+    start, i = time.monotonic(), 0
+    while time.monotonic() - start < duration:
+        pub.publish(image_msg(img, "rgb8", header(i, f"f{i}")))
+        i += 1
+        time.sleep(0.05)  # ~20 Hz
+    cam = node.cameras[0]
+    assert wait_for(lambda: cam.received == i, timeout=10), (cam.received, i)
+    time.sleep(0.5)  # let a caption in progress finish
+    captions = probe.messages("/cam/scene/caption")
+    assert 2 <= len(captions) <= math.ceil(duration / period) + 1, len(captions)
+    assert captions[0].header.frame_id == "f0"  # the first frame is due at once
+    assert cam.processed == len(captions)
+    assert cam.processed + cam.skipped_period + cam.dropped + cam.bad == cam.received
+    assert cam.skipped_period > 0
+
+
+def test_scene_change_trigger_from_similarity_topic(ros, tiny_qwen) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx,
+        spinner,
+        tiny_qwen,
+        image_topics=["/cam/image_raw"],
+        caption_period=1000.0,  # only the first frame is due; any later caption is a trigger
+        caption_scene_change_threshold=0.3,
+        caption_embedding_source="similarity_topic",
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/cam/scene/caption")
+    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    sim_pub = probe.camera_publisher(Similarity, "/cam/scene/similarity")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() and sim_pub.get_subscription_count())
+    a, b = np.zeros(16, np.float32), np.zeros(16, np.float32)
+    a[0], b[1] = 1.0, 1.0  # orthogonal: cosine distance 1
+    a_close = a.copy()
+    a_close[1] = 0.1  # distance ~0.005: the same scene
+
+    def send(i: int, emb: np.ndarray) -> None:
+        hdr = header(i, "cam")
+        sim_pub.publish(Similarity(header=hdr, image_embedding=emb.tolist(), model_id="test"))
+        assert wait_for(
+            lambda: (
+                node._received_embedding(
+                    node.cameras[0], (hdr.stamp.sec, hdr.stamp.nanosec, "cam"), exact=True
+                )
+                is not None
+            )
+        )
+        pub.publish(image_msg(frame(i), "rgb8", hdr))
+
+    def captions() -> list[int]:
+        return [m.header.stamp.sec - 1_700_000_000 for m in probe.messages("/cam/scene/caption")]
+
+    send(1, a)
+    assert wait_for(lambda: captions() == [1], timeout=20)
+    cam = node.cameras[0]
+    for i, emb in ((2, a), (3, a_close)):
+        send(i, emb)
+        assert wait_for(lambda i=i: cam.received == i and cam.skipped_period == i - 1), vars(cam)
+    send(4, b)
+    assert wait_for(lambda: captions() == [1, 4], timeout=20), captions()
+    send(5, b)  # the reference is now b: no trigger
+    assert wait_for(lambda: cam.skipped_period == 3)
+    time.sleep(0.3)
+    assert captions() == [1, 4] and node.triggered == 1
+
+
+def test_scene_change_trigger_computed(ros, tiny_qwen, tiny_clip) -> None:
+    ctx, spinner = ros
+    scene_a, scene_b = frame(10), np.zeros((48, 64, 3), np.uint8)
+    scene_b[:, 32:] = 255
+    engine = ZeroShotEngine(str(tiny_clip), device="cpu")
+    ea, eb = engine.encode_images([scene_a, scene_b])
+    distance = cosine_distance(ea, eb)
+    assert distance > 1e-3, "tiny CLIP cannot tell the two scenes apart"
+    node = make_node(
+        ctx,
+        spinner,
+        tiny_qwen,
+        image_topics=["/cam/image_raw"],
+        caption_period=1000.0,
+        caption_scene_change_threshold=distance / 2,
+        caption_embedding_source="compute",
+        caption_clip_model=str(tiny_clip),
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/cam/scene/caption")
+    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    cam = node.cameras[0]
+    for i, img in enumerate((scene_a, scene_a, scene_b), start=1):
+        pub.publish(image_msg(img, "rgb8", header(i, "cam")))
+        assert wait_for(lambda i=i: cam.processed + cam.skipped_period == i, timeout=20), vars(cam)
+    assert [m.header.stamp.sec - 1_700_000_000 for m in probe.messages("/cam/scene/caption")] == [1, 3]
+    assert cam.skipped_period == 1 and node.triggered == 1
+
+
+def _malformed(i: int) -> Image:
+    hdr = header(i, "bad")
+    return [
+        Image(header=hdr, height=0, width=4, encoding="rgb8", step=12, data=b""),
+        Image(header=hdr, height=4, width=8, encoding="rgb8", step=8, data=bytes(32)),
+        Image(header=hdr, height=8, width=8, encoding="bgr8", step=24, data=bytes(100)),
+        Image(header=hdr, height=2, width=2, encoding="weird", step=6, data=bytes(12)),
+        Image(header=hdr, height=2, width=3, encoding="yuv422", step=6, data=bytes(12)),
+    ][i % 5]
+
+
+def test_malformed_frames_counted_and_skipped(ros, tiny_qwen) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx, spinner, tiny_qwen, image_topics=["/cam/image_raw"], caption_period=0.0, diagnostics_period=0.2
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/cam/scene/caption")
+    probe.listen(DiagnosticArray, "/diagnostics")
+    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    n = 10
+    for i in range(n):
+        pub.publish(_malformed(i))
+        time.sleep(0.03)
+
+    def diag() -> dict[str, str]:
+        for arr in reversed(probe.messages("/diagnostics")):
+            for status in arr.status:
+                if status.hardware_id == "/cam/image_raw":
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    assert wait_for(lambda: int(diag().get("bad_frames", 0)) + int(diag().get("dropped", 0)) == n), diag()
+    assert int(diag()["bad_frames"]) > 0 and int(diag()["captions"]) == 0
+    pub.publish(image_msg(frame(5), "rgb8", header(99, "good")))
+    assert wait_for(
+        lambda: [m.header.frame_id for m in probe.messages("/cam/scene/caption")] == ["good"], timeout=20
+    )
+    assert node.cameras[0].processed == 1
+
+
+def test_enable_caption_parameter() -> None:
+    for args, expected in (([], True), (["--ros-args", "-p", "enable_caption:=false"], False)):
+        ctx = rclpy.Context()
+        rclpy.init(args=args, context=ctx)
+        try:
+            assert caption_enabled(context=ctx) is expected
+        finally:
+            rclpy.shutdown(context=ctx)
+
+
+def test_scene_vlm_publishes_classification_and_captions(tiny_clip, tiny_qwen) -> None:
+    params = {
+        "model": str(tiny_clip),
+        "caption_model": str(tiny_qwen),
+        "labels": "[car,truck]",
+        "tasks": "''",
+        "image_topics": "[/cam/image_raw]",
+        "caption_period": "0.5",
+        "caption_max_new_tokens": "3",
+        "caption_max_pixels": str(112 * 112),
+        "heatmap": "false",
+    }
+    cmd = [sys.executable, "-m", "av_scene_vlm.ros.scene_vlm", "--ros-args"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    spinner = Spinner(ctx)
+    try:
+        probe = spinner.add(Probe(ctx))
+        probe.listen(ClassificationArray, "/cam/scene/classification")
+        probe.listen(Caption, "/cam/scene/caption")
+        pub = probe.camera_publisher(Image, "/cam/image_raw")
+        spinner.start()
+        img = frame(7)
+
+        def both() -> bool:
+            return bool(probe.messages("/cam/scene/classification") and probe.messages("/cam/scene/caption"))
+
+        deadline, i = time.monotonic() + 60, 0
+        while not both() and time.monotonic() < deadline and proc.poll() is None:
+            pub.publish(image_msg(img, "rgb8", header(i, "cam")))
+            i += 1
+            time.sleep(0.1)
+        assert both(), proc.poll()
+        sent = {(1_700_000_000 + k, 1000 * k + 7) for k in range(i)}
+        for topic in ("/cam/scene/classification", "/cam/scene/caption"):
+            msg = probe.messages(topic)[0]
+            assert msg.header.frame_id == "cam" and (msg.header.stamp.sec, msg.header.stamp.nanosec) in sent
+        assert probe.messages("/cam/scene/classification")[0].results[0].labels == ["car", "truck"]
+    finally:
+        spinner.stop()
+        for node in list(spinner.executor.get_nodes()):
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+
+
+def test_missing_caption_model_exits_nonzero_quickly() -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "av_scene_vlm.ros.caption_node",
+            "--ros-args",
+            "-p",
+            "caption_model:=acme/no-such-qwen-vl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+    out = proc.stdout + proc.stderr
+    assert "acme/no-such-qwen-vl" in out and "huggingface-cli download" in out
+    assert "Traceback" not in out
