@@ -78,6 +78,8 @@ class Camera:
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: Percentiles = field(default_factory=Percentiles)  # source stamp -> publish
     node_latency: Percentiles = field(default_factory=Percentiles)  # receive -> publish
+    slot_wait: Percentiles = field(default_factory=Percentiles)  # receive -> worker takes the frame
+    overhead: Percentiles = field(default_factory=Percentiles)  # worker time minus engine time
     _slot: tuple[Image | CompressedImage, float] | None = None
 
 

@@ -115,7 +115,8 @@ class _Work:
     camera: Camera
     header: Header
     rgb: np.ndarray
-    received: float
+    received: float  # monotonic time the callback stored the frame
+    picked: float  # monotonic time the worker took it
 
 
 class ClipNode(Node):
@@ -264,7 +265,7 @@ class ClipNode(Node):
                     f"skipping bad frame on {cam.topic} ({cam.bad} so far): {exc}", throttle_duration_sec=5.0
                 )
                 continue
-            work.append(_Work(cam, msg.header, rgb, received))
+            work.append(_Work(cam, msg.header, rgb, received, now))
         if not work:
             return
         want_heatmap = bool(self._p("heatmap"))
@@ -324,6 +325,9 @@ class ClipNode(Node):
         cam.processed += 1
         cam.output_rate.tick(done)
         cam.node_latency.add(done - w.received)
+        cam.slot_wait.add(w.picked - w.received)
+        # The node's own cost per frame: decode, batching, conversion, heatmap drawing, publishing.
+        cam.overhead.add(max(0.0, done - w.picked - result.latency))
         stamp_age = (
             self.get_clock().now().nanoseconds - (w.header.stamp.sec * 10**9 + w.header.stamp.nanosec)
         ) / 1e9
@@ -378,6 +382,9 @@ class ClipNode(Node):
                         latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
                         latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
                         latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
+                        slot_wait_p50_ms=f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
+                        node_overhead_p50_ms=f"{cam.overhead.get(0.5) * 1e3:.2f}",
+                        node_overhead_p95_ms=f"{cam.overhead.get(0.95) * 1e3:.2f}",
                         output_namespace=cam.namespace,
                     ),
                 )
