@@ -219,3 +219,25 @@ def test_preprocessing_matches_the_checkpoints_processor(engine, tiny_clip, rng,
     diff = (ours - pil).abs()
     assert float(diff.max()) <= 2 * one_level + 1e-6  # rounding of uint8 resizes (2 only on 32x upscales)
     assert float(diff.mean()) < 0.01 * one_level
+
+
+def test_hub_id_loads_from_the_local_cache_offline(tiny_clip, tmp_path, monkeypatch) -> None:
+    """A model in the Hugging Face cache loads by hub id with HF_HUB_OFFLINE=1 (the vehicle setup)."""
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--acme--tiny-clip" / "snapshots" / "0123456789abcdef"
+    shutil.copytree(tiny_clip, snapshot)
+    (tmp_path / "hub" / "models--acme--tiny-clip" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-clip" / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    engine = ZeroShotEngine("acme/tiny-clip", tasks=tasks_from_labels(LABELS))
+    reference = ZeroShotEngine(str(tiny_clip), tasks=tasks_from_labels(LABELS))
+    image = np.full((32, 48, 3), 128, np.uint8)
+    np.testing.assert_allclose(
+        engine.classify(image)[0].tasks[0].probabilities, reference.classify(image)[0].tasks[0].probabilities
+    )
+    assert engine.model_id == "acme/tiny-clip"
