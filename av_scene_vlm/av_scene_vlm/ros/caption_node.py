@@ -55,6 +55,7 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
+    camera_status,
     clean_list,
     declare_parameters,
     kv,
@@ -439,32 +440,7 @@ class CaptionNode(Node):
             )
         )
         for cam in self.cameras:
-            level, message = DiagnosticStatus.OK, "ok"
-            if cam.received == 0:
-                level, message = DiagnosticStatus.WARN, "no frames received"
-            elif cam.bad and cam.bad >= cam.processed:
-                level, message = DiagnosticStatus.WARN, "most frames are malformed"
-            arr.status.append(
-                DiagnosticStatus(
-                    level=level,
-                    name=f"{name}: {cam.topic}",
-                    hardware_id=cam.topic,
-                    message=message,
-                    values=kv(
-                        input_rate_hz=f"{cam.input_rate.rate():.2f}",
-                        received=cam.received,
-                        captions=cam.processed,
-                        dropped=cam.dropped,
-                        skipped_by_period=cam.skipped_period,
-                        bad_frames=cam.bad,
-                        latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.1f}",
-                        latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.1f}",
-                        latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.1f}",
-                        latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.1f}",
-                        output_namespace=cam.namespace,
-                    ),
-                )
-            )
+            arr.status.append(camera_status(name, cam, captions=cam.processed))
         self._diag_pub.publish(arr)
 
     def destroy_node(self) -> None:

@@ -35,7 +35,15 @@ from av_scene_vlm.core.tasks import (
     tasks_from_labels,
     validate_templates,
 )
-from av_scene_vlm.ros.camera_input import RELIABILITY, Camera, CameraInputs, output_topic, plan_cameras
+from av_scene_vlm.ros.camera_input import (
+    RELIABILITY,
+    Camera,
+    CameraInputs,
+    Percentiles,
+    RateMeter,
+    output_topic,
+    plan_cameras,
+)
 from av_scene_vlm.ros.conversions import (
     bgr_to_image,
     image_to_rgb,
@@ -48,6 +56,7 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
+    camera_status,
     clean_list,
     declare_parameters,
     kv,
@@ -170,8 +179,8 @@ class ClipNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_labels()
         self._stats_lock = threading.Lock()
-        self._engine_time = _percentiles()
-        self._processed_rate = _rate()
+        self._engine_time = Percentiles()
+        self._processed_rate = RateMeter()
         self._batches = 0
         self._last_bad_warning = ""
         self._stop = threading.Event()
@@ -358,35 +367,13 @@ class ClipNode(Node):
         )
         arr.status.append(node_status)
         for cam in self.cameras:
-            level = DiagnosticStatus.OK
-            message = "ok"
-            if cam.received == 0:
-                level, message = DiagnosticStatus.WARN, "no frames received"
-            elif cam.bad and cam.bad >= cam.processed:
-                level, message = DiagnosticStatus.WARN, "most frames are malformed"
             arr.status.append(
-                DiagnosticStatus(
-                    level=level,
-                    name=f"{name}: {cam.topic}",
-                    hardware_id=cam.topic,
-                    message=message,
-                    values=kv(
-                        input_rate_hz=f"{cam.input_rate.rate():.2f}",
-                        processed_fps=f"{cam.output_rate.rate():.2f}",
-                        received=cam.received,
-                        processed=cam.processed,
-                        dropped=cam.dropped,
-                        bad_frames=cam.bad,
-                        skipped_by_period=cam.skipped_period,
-                        latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.2f}",
-                        latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
-                        latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
-                        latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
-                        slot_wait_p50_ms=f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
-                        node_overhead_p50_ms=f"{cam.overhead.get(0.5) * 1e3:.2f}",
-                        node_overhead_p95_ms=f"{cam.overhead.get(0.95) * 1e3:.2f}",
-                        output_namespace=cam.namespace,
-                    ),
+                camera_status(
+                    name,
+                    cam,
+                    slot_wait_p50_ms=f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
+                    node_overhead_p50_ms=f"{cam.overhead.get(0.5) * 1e3:.2f}",
+                    node_overhead_p95_ms=f"{cam.overhead.get(0.95) * 1e3:.2f}",
                 )
             )
         self._diag_pub.publish(arr)
@@ -399,18 +386,6 @@ class ClipNode(Node):
             if self._worker.is_alive():
                 self._worker.join(timeout=5.0)
         super().destroy_node()
-
-
-def _percentiles():
-    from av_scene_vlm.ros.camera_input import Percentiles
-
-    return Percentiles()
-
-
-def _rate():
-    from av_scene_vlm.ros.camera_input import RateMeter
-
-    return RateMeter()
 
 
 def main(args: list[str] | None = None) -> int:

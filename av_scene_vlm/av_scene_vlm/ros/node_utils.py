@@ -156,3 +156,35 @@ def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def camera_status(node_name: str, cam, **extra: object):  # -> DiagnosticStatus
+    """The per-camera diagnostic both nodes publish: counters, rates and latencies, plus `extra`."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    level, message = DiagnosticStatus.OK, "ok"
+    if cam.received == 0:
+        level, message = DiagnosticStatus.WARN, "no frames received"
+    elif cam.bad and cam.bad >= cam.processed:
+        level, message = DiagnosticStatus.WARN, "most frames are malformed"
+    return DiagnosticStatus(
+        level=level,
+        name=f"{node_name}: {cam.topic}",
+        hardware_id=cam.topic,
+        message=message,
+        values=kv(
+            input_rate_hz=f"{cam.input_rate.rate():.2f}",
+            processed_fps=f"{cam.output_rate.rate():.2f}",
+            received=cam.received,
+            processed=cam.processed,
+            dropped=cam.dropped,
+            bad_frames=cam.bad,
+            skipped_by_period=cam.skipped_period,
+            latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.2f}",
+            latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
+            latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
+            latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
+            **extra,
+            output_namespace=cam.namespace,
+        ),
+    )
