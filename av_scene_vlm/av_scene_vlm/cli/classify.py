@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, read_images, run_guarded
+from av_scene_vlm.cli.common import add_clip_args, make_engine, read_images, run_guarded, tasks_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,22 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image and task")
 
 
-def _tasks(args: argparse.Namespace):
-    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
-
-    try:
-        tasks = tasks_from_labels(args.labels or [])
-        if args.config:
-            tasks += load_tasks_file(args.config)
-        if not tasks:
-            raise CliError("give --labels LABEL LABEL... or --config FILE")
-        return tasks
-    except TaskError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _run(args: argparse.Namespace) -> int:
-    tasks = _tasks(args)
+    tasks = tasks_from_args(args)
     images = read_images(args.images)
     engine = make_engine(args, tasks, args.template)
     for path, image in zip(args.images, images, strict=True):

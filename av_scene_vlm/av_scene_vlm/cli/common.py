@@ -83,3 +83,18 @@ def run_guarded(func, args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"av-scene-vlm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def tasks_from_args(args: argparse.Namespace) -> list:
+    """--labels (one task) plus --config tasks; CliError when there are none or they are invalid."""
+    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
+
+    try:
+        tasks = tasks_from_labels(args.labels or [])
+        if args.config:
+            tasks += load_tasks_file(args.config)
+    except TaskError as exc:
+        raise CliError(str(exc)) from None
+    if not tasks:
+        raise CliError("give --labels LABEL LABEL... or --config FILE")
+    return tasks

@@ -6,7 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, read_images, run_guarded
+from av_scene_vlm.cli.common import (
+    CliError,
+    add_clip_args,
+    make_engine,
+    read_images,
+    run_guarded,
+    tasks_from_args,
+)
 
 BATCH = 16  # images per engine call: bounded memory for long lists of large images
 
@@ -47,21 +54,6 @@ def check_out(path: str) -> Path:
     if not os.access(parent, os.W_OK):
         raise CliError(f"cannot write '{out}': directory '{parent}' is not writable")
     return out
-
-
-def tasks_from_args(args: argparse.Namespace) -> list:
-    """--labels (one task) plus --config tasks; CliError when there are none or they are invalid."""
-    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
-
-    try:
-        tasks = tasks_from_labels(args.labels or [])
-        if args.config:
-            tasks += load_tasks_file(args.config)
-    except TaskError as exc:
-        raise CliError(str(exc)) from None
-    if not tasks:
-        raise CliError("give --labels LABEL LABEL... or --config FILE")
-    return tasks
 
 
 def check_dpi(dpi: int) -> None:

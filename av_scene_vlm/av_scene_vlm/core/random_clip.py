@@ -13,8 +13,9 @@ from pathlib import Path
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (the byte-level BPE alphabet)."""
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP/Qwen's reversible byte -> printable character table (the byte-level BPE alphabet),
+    in the GPT-2 order (printable bytes first), which is also CLIP's token-id order."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     bs += list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -24,7 +25,11 @@ def _bytes_to_unicode() -> list[str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return [chr(c) for c in cs]
+    return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
+
+
+def _bytes_to_unicode() -> list[str]:
+    return list(bytes_to_unicode().values())
 
 
 def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -68,19 +68,11 @@ QWEN25VL_CHAT_TEMPLATE = (
 
 
 def _qwen_bytes_to_unicode() -> list[str]:
-    """GPT-2/Qwen's reversible byte -> printable character table (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    # Index by byte value, so token id == byte value.
-    table = dict(zip(bs, cs, strict=True))
-    return [chr(table[b]) for b in range(256)]
+    """The byte-level alphabet indexed by byte value, so token id == byte value."""
+    from av_scene_vlm.core.random_clip import bytes_to_unicode
+
+    table = bytes_to_unicode()
+    return [table[b] for b in range(256)]
 
 
 def build_qwen_tokenizer() -> Any:
