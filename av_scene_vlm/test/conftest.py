@@ -44,3 +44,19 @@ def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from av_scene_vlm.core.random_models import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(tmp_path_factory.mktemp("models") / "tiny-qwen25vl")
+
+
+@pytest.fixture
+def ros():
+    """A private rclpy context with a background spinner: (context, Spinner) for node tests."""
+    rclpy = pytest.importorskip("rclpy")
+    from ros_helpers import Spinner
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    spinner = Spinner(ctx)
+    yield ctx, spinner
+    spinner.stop()
+    for node in list(spinner.executor.get_nodes()):
+        node.destroy_node()
+    rclpy.shutdown(context=ctx)

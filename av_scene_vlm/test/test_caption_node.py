@@ -34,18 +34,6 @@ from av_scene_vlm_msgs.msg import Caption, ClassificationArray, Similarity  # no
 FAST = {"caption_max_new_tokens": 3, "caption_max_pixels": 112 * 112, "caption_device": "cpu"}
 
 
-@pytest.fixture
-def ros():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    spinner = Spinner(ctx)
-    yield ctx, spinner
-    spinner.stop()
-    for node in list(spinner.executor.get_nodes()):
-        node.destroy_node()
-    rclpy.shutdown(context=ctx)
-
-
 def make_node(ctx, spinner, tiny_qwen, **params) -> CaptionNode:
     values = {"caption_model": str(tiny_qwen), **FAST, **params}
     node = CaptionNode(

@@ -21,7 +21,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for  # noqa: E402
+from ros_helpers import Probe, compressed_msg, header, image_msg, wait_for  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity  # noqa: E402
@@ -30,18 +30,6 @@ TASKS_YAML = (
     "road_user: {car: [a photo of a car., a car on the road.], pedestrian: [a baby crossing the road.]}\n"
     "weather: [clear, rain, snow]\n"
 )
-
-
-@pytest.fixture
-def ros():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    spinner = Spinner(ctx)
-    yield ctx, spinner
-    spinner.stop()
-    for node in list(spinner.executor.get_nodes()):
-        node.destroy_node()
-    rclpy.shutdown(context=ctx)
 
 
 def make_node(ctx, spinner, tiny_clip, **params) -> ClipNode:

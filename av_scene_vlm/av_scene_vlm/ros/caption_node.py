@@ -62,6 +62,7 @@ from av_scene_vlm.ros.node_utils import (
     lower_thread_priority,
     pin_torch_threads,
     run_nodes,
+    stop_worker,
     use_own_cuda_stream,
 )
 from av_scene_vlm_msgs.msg import Caption, Similarity
@@ -444,12 +445,7 @@ class CaptionNode(Node):
         self._diag_pub.publish(arr)
 
     def destroy_node(self) -> None:
-        # Also called by context shutdown on a node whose __init__ failed part-way (e.g. no model).
-        if hasattr(self, "_worker"):
-            self._stop.set()
-            self.inputs.wake()
-            if self._worker.is_alive():
-                self._worker.join(timeout=10.0)
+        stop_worker(self, timeout=10.0)
         super().destroy_node()
 
 

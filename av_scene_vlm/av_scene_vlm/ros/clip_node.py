@@ -62,6 +62,7 @@ from av_scene_vlm.ros.node_utils import (
     kv,
     pin_torch_threads,
     run_nodes,
+    stop_worker,
 )
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 
@@ -379,12 +380,7 @@ class ClipNode(Node):
         self._diag_pub.publish(arr)
 
     def destroy_node(self) -> None:
-        # Also called by context shutdown on a node whose __init__ failed part-way (e.g. no model).
-        if hasattr(self, "_worker"):
-            self._stop.set()
-            self.inputs.wake()
-            if self._worker.is_alive():
-                self._worker.join(timeout=5.0)
+        stop_worker(self, timeout=5.0)
         super().destroy_node()
 
 

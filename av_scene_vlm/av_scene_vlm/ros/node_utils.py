@@ -188,3 +188,18 @@ def camera_status(node_name: str, cam, **extra: object):  # -> DiagnosticStatus
             output_namespace=cam.namespace,
         ),
     )
+
+
+def stop_worker(node, timeout: float) -> None:
+    """Stop a node's worker thread before the node is destroyed.
+
+    Also called (through destroy_node) by context shutdown on a node whose __init__ failed part-way,
+    e.g. when the model could not be loaded, so a missing worker is fine.
+    """
+    worker = getattr(node, "_worker", None)
+    if worker is None:
+        return
+    node._stop.set()
+    node.inputs.wake()
+    if worker.is_alive():
+        worker.join(timeout=timeout)
