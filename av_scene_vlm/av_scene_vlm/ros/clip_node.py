@@ -179,11 +179,9 @@ class ClipNode(Node):
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_labels()
-        self._stats_lock = threading.Lock()
         self._engine_time = Percentiles()
         self._processed_rate = RateMeter()
         self._batches = 0
-        self._last_bad_warning = ""
         self._stop = threading.Event()
         # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
         self._torch_threads = torch.get_num_threads()
