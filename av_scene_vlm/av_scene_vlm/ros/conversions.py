@@ -27,12 +27,11 @@ from av_scene_vlm_msgs.msg import (
 )
 
 try:  # ROS 2 cv_bridge, where a ROS install provides it; our own codec otherwise (same results).
-    from cv_bridge import CvBridge, CvBridgeError
+    from cv_bridge import CvBridge
 
     _BRIDGE: CvBridge | None = CvBridge()
 except Exception:  # not installable from PyPI: the PyPI 'cv-bridge' is the ROS 1 package
     _BRIDGE = None
-    CvBridgeError = ImageDecodeError  # type: ignore[misc,assignment]
 
 
 def image_to_rgb(msg: Image | CompressedImage, *, use_cv_bridge: bool = False) -> np.ndarray:
@@ -45,7 +44,7 @@ def image_to_rgb(msg: Image | CompressedImage, *, use_cv_bridge: bool = False) -
     if use_cv_bridge and _BRIDGE is not None:
         try:
             return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-        except (CvBridgeError, ValueError, TypeError) as exc:
+        except Exception as exc:  # CvBridgeError, cv2.error, numpy buffer errors: all mean a bad frame
             raise ImageDecodeError(f"cv_bridge could not convert the image: {exc}") from None
     return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 

@@ -38,8 +38,9 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
 }
 DIAGNOSTICS_PERIOD: ParamSpec = (1.0, "Seconds between /diagnostics messages.", True)
 USE_CV_BRIDGE: ParamSpec = (
-    False,
-    "Decode raw images with ROS 2 cv_bridge where installed (else the built-in codec).",
+    True,
+    "Decode raw images with ROS 2 cv_bridge where it is installed; else (and for CompressedImage) "
+    "the built-in codec, tested against OpenCV for every encoding.",
     False,
 )
 
