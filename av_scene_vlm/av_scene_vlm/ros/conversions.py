@@ -26,12 +26,24 @@ from av_scene_vlm_msgs.msg import (
     TaskInfo,
 )
 
-try:  # ROS 2 cv_bridge, where a ROS install provides it; our own codec otherwise (same results).
-    from cv_bridge import CvBridge
 
-    _BRIDGE: CvBridge | None = CvBridge()
-except Exception:  # not installable from PyPI: the PyPI 'cv-bridge' is the ROS 1 package
-    _BRIDGE = None
+def _ros2_cv_bridge():  # -> CvBridge | None
+    """ROS 2 cv_bridge where a ROS install provides it, checked on a 2×1 frame (the PyPI 'cv-bridge'
+    is the ROS 1 package and must not be used); None means the built-in codec decodes everything."""
+    try:
+        from cv_bridge import CvBridge
+
+        bridge = CvBridge()
+        probe = Image(height=1, width=2, encoding="bgr8", step=6, data=bytes([1, 2, 3, 4, 5, 6]))
+        rgb = bridge.imgmsg_to_cv2(probe, desired_encoding="rgb8")
+        if rgb.shape != (1, 2, 3) or rgb[0, 0].tolist() != [3, 2, 1]:
+            return None
+        return bridge
+    except Exception:
+        return None
+
+
+_BRIDGE = _ros2_cv_bridge()
 
 
 def image_to_rgb(msg: Image | CompressedImage, *, use_cv_bridge: bool = False) -> np.ndarray:
