@@ -289,3 +289,50 @@ def test_missing_model_exits_nonzero_quickly(tmp_path) -> None:
     out = proc.stdout + proc.stderr
     assert "acme/no-such-clip" in out and "huggingface-cli download" in out
     assert "Traceback" not in out
+
+
+def test_smoothing_and_min_publish_period(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    node = make_node(
+        ctx, spinner, tiny_clip, image_topics=["/ema/image_raw"], labels=["car", "truck", "bus"], tasks="",
+        smoothing=0.5, heatmap=False,
+    )  # fmt: skip
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/ema/scene/classification")
+    pub = probe.camera_publisher(Image, "/ema/image_raw")
+    spinner.start()
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    reference = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks({"default": ["car", "truck", "bus"]}))
+    raw = [reference.classify(f)[0].tasks[0].probabilities for f in frames]
+    for i, frame in enumerate(frames):
+        pub.publish(image_msg(frame, "rgb8", header(i, f"ema{i}")))
+        assert wait_for(lambda i=i: len(probe.messages("/ema/scene/classification")) == i + 1)
+    got = [np.array(m.results[0].probabilities) for m in probe.messages("/ema/scene/classification")]
+    expected = raw[0]
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)  # the first frame starts the average
+    for k in (1, 2):
+        expected = 0.5 * expected + 0.5 * raw[k]
+        np.testing.assert_allclose(got[k], expected, atol=1e-5)
+    assert (
+        probe.messages("/ema/scene/classification")[2].results[0].top_label
+        == ["car", "truck", "bus"][int(np.argmax(expected))]
+    )
+
+    # min_publish_period: frames at ~20 Hz for 2 s -> at most ceil(2 / 0.5) + 1 results.
+    assert node.set_parameters([Parameter("min_publish_period", value=0.5)])[0].successful
+    assert not node.set_parameters([Parameter("min_publish_period", value=-1.0)])[0].successful
+    assert not node.set_parameters([Parameter("smoothing", value=1.0)])[0].successful
+    before = len(probe.messages("/ema/scene/classification"))
+    cam = node.cameras[0]
+    skipped = cam.skipped_period
+    start = time.monotonic()
+    i = 10
+    while time.monotonic() - start < 2.0:
+        pub.publish(image_msg(frames[i % 3], "rgb8", header(i, f"p{i}")))
+        i += 1
+        time.sleep(0.05)
+    time.sleep(0.5)
+    published = len(probe.messages("/ema/scene/classification")) - before
+    assert 2 <= published <= 5, published
+    assert cam.skipped_period > skipped
