@@ -62,6 +62,7 @@ from av_scene_vlm.ros.node_utils import (
     lower_thread_priority,
     pin_torch_threads,
     run_nodes,
+    run_worker_loop,
     stop_worker,
     use_own_cuda_stream,
 )
@@ -331,14 +332,7 @@ class CaptionNode(Node):
             self.get_logger().warning(f"caption_nice not applied: {self._thread_info['nice_error']}")
         self._thread_info["torch_threads"] = str(pin_torch_threads(self._torch_threads))
         use_own_cuda_stream(self.captioner.device)
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception as exc:  # keep the node alive; report at most every 5 s
-                self.get_logger().error(
-                    f"captioning failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
-                )
-                time.sleep(0.1)
+        run_worker_loop(self, self._step, "captioning")
 
     def _step(self) -> None:
         items = self.inputs.take(len(self.cameras), timeout=0.2)

@@ -62,6 +62,7 @@ from av_scene_vlm.ros.node_utils import (
     kv,
     pin_torch_threads,
     run_nodes,
+    run_worker_loop,
     stop_worker,
 )
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
@@ -245,14 +246,7 @@ class ClipNode(Node):
     # ---- worker ------------------------------------------------------------------------------------
     def _run(self) -> None:
         pin_torch_threads(self._torch_threads)
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception as exc:  # keep the node alive; report once per distinct error
-                self.get_logger().error(
-                    f"inference failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
-                )
-                time.sleep(0.1)
+        run_worker_loop(self, self._step, "inference")
 
     def _step(self) -> None:
         items = self.inputs.take(int(self._p("max_batch")), timeout=0.2)

@@ -204,3 +204,16 @@ def stop_worker(node, timeout: float) -> None:
     node.inputs.wake()
     if worker.is_alive():
         worker.join(timeout=timeout)
+
+
+def run_worker_loop(node, step, what: str) -> None:
+    """Call `step` until the node stops. An exception is logged (at most every 5 s) and the loop goes
+    on: one bad frame or a transient CUDA error must not kill the worker while the node looks alive."""
+    import time
+
+    while not node._stop.is_set():
+        try:
+            step()
+        except Exception as exc:
+            node.get_logger().error(f"{what} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+            time.sleep(0.1)
