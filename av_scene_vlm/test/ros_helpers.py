@@ -46,7 +46,8 @@ class Spinner:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self.executor.shutdown()
 
 

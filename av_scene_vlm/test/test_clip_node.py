@@ -336,3 +336,18 @@ def test_smoothing_and_min_publish_period(ros, tiny_clip, rng) -> None:
     published = len(probe.messages("/ema/scene/classification")) - before
     assert 2 <= published <= 5, published
     assert cam.skipped_period > skipped
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "reason"),
+    [("input_reliability", "sometimes", "input_reliability"), ("input_depth", 0, "input_depth")],
+)
+def test_bad_input_parameters_fail_before_the_model_loads(ros, tmp_path, param, value, reason) -> None:
+    ctx, _ = ros
+    overrides = [
+        Parameter("model", value=str(tmp_path / "no-model")),  # loading it would raise ModelLoadError
+        Parameter("labels", value=["car", "truck"]),
+        Parameter(param, value=value),
+    ]
+    with pytest.raises(ValueError, match=reason):
+        ClipNode("clip_node", context=ctx, parameter_overrides=overrides)

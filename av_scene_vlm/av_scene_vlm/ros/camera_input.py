@@ -92,6 +92,14 @@ def is_compressed_topic(topic: str, input_type: str) -> bool:
     return topic.rstrip("/").endswith("/compressed")
 
 
+def check_input_qos(reliability: str, depth: int) -> None:
+    """The subscription QoS parameters: a known reliability and a queue of at least one frame."""
+    if reliability not in RELIABILITY:
+        raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}, got {reliability!r}")
+    if depth < 1:
+        raise ValueError(f"input_depth must be >= 1, got {depth}")
+
+
 def plan_cameras(topics: Sequence[str], namespaces: Sequence[str], input_type: str) -> list[Camera]:
     """Validate topics and output namespaces; two cameras sharing a namespace is an error."""
     if not topics:
@@ -144,10 +152,7 @@ class CameraInputs:
         reliability: str = "best_effort",
         depth: int = 1,
     ) -> None:
-        if reliability not in RELIABILITY:
-            raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}, got {reliability!r}")
-        if depth < 1:
-            raise ValueError(f"input_depth must be >= 1, got {depth}")
+        check_input_qos(reliability, depth)
         self.cameras = list(cameras)
         self._cond = threading.Condition()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])

@@ -41,13 +41,11 @@ from av_scene_vlm.core.captioner import DEFAULT_CAPTION_MODEL, DEFAULT_MAX_PIXEL
 from av_scene_vlm.core.image_codec import ImageDecodeError
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ModelLoadError
 from av_scene_vlm.ros.camera_input import (
-    RELIABILITY,
     Camera,
     CameraInputs,
     Percentiles,
     RateMeter,
     output_topic,
-    plan_cameras,
 )
 from av_scene_vlm.ros.conversions import image_to_rgb, to_caption
 from av_scene_vlm.ros.node_utils import (
@@ -56,11 +54,11 @@ from av_scene_vlm.ros.node_utils import (
     USE_CV_BRIDGE,
     ParamSpec,
     camera_status,
-    clean_list,
     declare_parameters,
     kv,
     lower_thread_priority,
     pin_torch_threads,
+    plan_inputs,
     run_nodes,
     run_worker_loop,
     stop_worker,
@@ -166,11 +164,7 @@ class CaptionNode(Node):
         super().__init__(name, **kwargs)
         declare_parameters(self, PARAMETERS)
         p = self._p
-        self.cameras = plan_cameras(
-            clean_list(p("image_topics")), clean_list(p("output_namespaces")) or [], p("input_type")
-        )
-        if p("input_reliability") not in RELIABILITY:
-            raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}")
+        self.cameras = plan_inputs(self)
         self._check_runtime({k: p(k) for k in PARAMETERS})
         source = p("caption_embedding_source")
         if source not in EMBEDDING_SOURCES:

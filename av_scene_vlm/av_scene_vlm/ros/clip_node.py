@@ -36,13 +36,11 @@ from av_scene_vlm.core.tasks import (
     validate_templates,
 )
 from av_scene_vlm.ros.camera_input import (
-    RELIABILITY,
     Camera,
     CameraInputs,
     Percentiles,
     RateMeter,
     output_topic,
-    plan_cameras,
 )
 from av_scene_vlm.ros.conversions import (
     bgr_to_image,
@@ -61,6 +59,7 @@ from av_scene_vlm.ros.node_utils import (
     declare_parameters,
     kv,
     pin_torch_threads,
+    plan_inputs,
     run_nodes,
     run_worker_loop,
     stop_worker,
@@ -137,11 +136,7 @@ class ClipNode(Node):
         super().__init__(name, **kwargs)
         declare_parameters(self, PARAMETERS)
         p = self._p
-        self.cameras = plan_cameras(
-            clean_list(p("image_topics")), clean_list(p("output_namespaces")) or [], p("input_type")
-        )
-        if p("input_reliability") not in RELIABILITY:
-            raise ValueError(f"input_reliability must be one of {sorted(RELIABILITY)}")
+        self.cameras = plan_inputs(self)
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
         templates = validate_templates(clean_list(p("template")))
         self._check_runtime({k: p(k) for k in PARAMETERS})

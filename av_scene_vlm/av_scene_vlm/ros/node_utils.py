@@ -56,6 +56,17 @@ def clean_list(values: Sequence[str] | None) -> list[str]:
     return [v for v in values if v.strip()] if values else []
 
 
+def plan_inputs(node: Node) -> list:  # -> list[Camera]
+    """Validate every INPUT_PARAMETERS value and plan the cameras, before any model is loaded."""
+    from av_scene_vlm.ros.camera_input import check_input_qos, plan_cameras
+
+    def p(name: str):
+        return node.get_parameter(name).value
+
+    check_input_qos(p("input_reliability"), int(p("input_depth")))
+    return plan_cameras(clean_list(p("image_topics")), clean_list(p("output_namespaces")), p("input_type"))
+
+
 def kv(**values: object) -> list[KeyValue]:
     """Diagnostic key/values, every value as a string."""
     return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
