@@ -24,6 +24,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: flo
     return predicate()
 
 
+def wait_matched(node: Node, *publishers, timeout: float = 15.0) -> bool:
+    """Wait until each publisher and the node's subscription to its topic have matched each other.
+
+    Discovery is not symmetric: a publisher can see the subscription before the subscription sees the
+    publisher, and a best-effort subscription drops whatever arrives in between.
+    """
+
+    def seen_by_node(pub) -> bool:
+        return any(s.topic_name == pub.topic_name and s.get_publisher_count() > 0 for s in node.subscriptions)
+
+    def both_ways() -> bool:
+        return all(pub.get_subscription_count() > 0 and seen_by_node(pub) for pub in publishers)
+
+    return wait_for(both_ways, timeout)
+
+
 class Spinner:
     """Spins nodes of one context in a background thread (like `ros2 run`, but in-process)."""
 
@@ -95,7 +111,7 @@ class Probe(Node):
         with self._lock:
             return list(self.received.get(topic, []))
 
-    def camera_publisher(self, msg_type, topic: str):
+    def camera_publisher(self, msg_type, topic: str, depth: int = 10):
         return self.create_publisher(
-            msg_type, topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+            msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         )

@@ -24,7 +24,7 @@ from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distan
 from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for  # noqa: E402
+from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for, wait_matched  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -56,7 +56,7 @@ def test_parameters_have_descriptions() -> None:
 
 def test_captions_carry_source_header_prompt_and_text(ros, tiny_qwen) -> None:
     ctx, spinner = ros
-    make_node(
+    node = make_node(
         ctx,
         spinner,
         tiny_qwen,
@@ -72,7 +72,7 @@ def test_captions_carry_source_header_prompt_and_text(ros, tiny_qwen) -> None:
     front = probe.camera_publisher(Image, "/front/image_raw")
     rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
     spinner.start()
-    assert wait_for(lambda: front.get_subscription_count() and rear.get_subscription_count())
+    assert wait_matched(node, front, rear)
     front.publish(image_msg(frame(1), "bgr8", header(1, "front_cam"), padding=3))
     rear.publish(compressed_msg(frame(2, (30, 300, 3)), header(2, "rear_cam"), "jpeg"))
     assert wait_for(
@@ -98,7 +98,7 @@ def test_period_limits_captions_and_counts_skipped(ros, tiny_qwen) -> None:
     probe.listen(Caption, "/cam/scene/caption")
     pub = probe.camera_publisher(Image, "/cam/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     img = frame(3)
     start, i = time.monotonic(), 0
     while time.monotonic() - start < duration:
@@ -132,7 +132,7 @@ def test_scene_change_trigger_from_similarity_topic(ros, tiny_qwen) -> None:
     pub = probe.camera_publisher(Image, "/cam/image_raw")
     sim_pub = probe.camera_publisher(Similarity, "/cam/scene/similarity")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() and sim_pub.get_subscription_count())
+    assert wait_matched(node, pub, sim_pub)
     a, b = np.zeros(16, np.float32), np.zeros(16, np.float32)
     a[0], b[1] = 1.0, 1.0  # orthogonal: cosine distance 1
     a_close = a.copy()
@@ -190,7 +190,7 @@ def test_scene_change_trigger_computed(ros, tiny_qwen, tiny_clip) -> None:
     probe.listen(Caption, "/cam/scene/caption")
     pub = probe.camera_publisher(Image, "/cam/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     cam = node.cameras[0]
     for i, img in enumerate((scene_a, scene_a, scene_b), start=1):
         pub.publish(image_msg(img, "rgb8", header(i, "cam")))
@@ -220,7 +220,7 @@ def test_malformed_frames_counted_and_skipped(ros, tiny_qwen) -> None:
     probe.listen(DiagnosticArray, "/diagnostics")
     pub = probe.camera_publisher(Image, "/cam/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     n = 10
     for i in range(n):
         pub.publish(_malformed(i))

@@ -21,7 +21,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import Probe, compressed_msg, header, image_msg, wait_for  # noqa: E402
+from ros_helpers import Probe, compressed_msg, header, image_msg, wait_for, wait_matched  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity  # noqa: E402
@@ -60,7 +60,7 @@ def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
     front = probe.camera_publisher(Image, "/front/image_raw")
     rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
     spinner.start()
-    assert wait_for(lambda: front.get_subscription_count() and rear.get_subscription_count())
+    assert wait_matched(node, front, rear)
     assert wait_for(lambda: node._pubs["/front/image_raw"][2].get_subscription_count() > 0)
 
     frames = {"front": rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)}
@@ -127,7 +127,7 @@ def test_runtime_relabel_and_invalid_rejected(ros, tiny_clip, rng) -> None:
     probe.listen(ClassificationArray, "/cam/scene/classification")
     pub = probe.camera_publisher(Image, "/cam/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
 
     def publish_and_get(i: int) -> ClassificationArray:
@@ -182,7 +182,7 @@ def _malformed(rng, i: int):
 
 def test_malformed_flood_then_valid_frame(ros, tiny_clip, rng) -> None:
     ctx, spinner = ros
-    make_node(
+    node = make_node(
         ctx,
         spinner,
         tiny_clip,
@@ -190,20 +190,24 @@ def test_malformed_flood_then_valid_frame(ros, tiny_clip, rng) -> None:
         labels=["car", "truck"],
         tasks="",
         diagnostics_period=0.2,
+        # Reliable and deep on both ends so that DDS loses nothing and every frame must be counted:
+        # best effort may drop the first samples before discovery completes both ways, or under load.
+        input_reliability="reliable",
+        input_depth=300,
     )
     probe = spinner.add(Probe(ctx))
     probe.listen(ClassificationArray, "/raw/scene/classification")
     probe.listen(DiagnosticArray, "/diagnostics")
-    raw = probe.camera_publisher(Image, "/raw/image_raw")
-    jpg = probe.camera_publisher(CompressedImage, "/jpg/image_raw/compressed")
+    raw = probe.camera_publisher(Image, "/raw/image_raw", depth=300)
+    jpg = probe.camera_publisher(CompressedImage, "/jpg/image_raw/compressed", depth=300)
     spinner.start()
-    assert wait_for(lambda: raw.get_subscription_count() and jpg.get_subscription_count())
+    assert wait_matched(node, raw, jpg)
     sent = {"raw": 0, "jpg": 0}
     for i in range(240):
         msg = _malformed(rng, i)
         (jpg if isinstance(msg, CompressedImage) else raw).publish(msg)
         sent["jpg" if isinstance(msg, CompressedImage) else "raw"] += 1
-        time.sleep(0.004)  # the node takes every frame (no slot overwrite), so all are counted as bad
+        time.sleep(0.004)
 
     def bad_counts() -> dict[str, int]:
         for arr in reversed(probe.messages("/diagnostics")):
@@ -243,7 +247,7 @@ def test_overload_keeps_newest_and_counts_drops(ros, tiny_clip, rng) -> None:
     probe.listen(ClassificationArray, "/fast/scene/classification", 1000)
     pub = probe.camera_publisher(Image, "/fast/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     n = 150
     for i in range(n):
@@ -301,7 +305,7 @@ def test_smoothing_and_min_publish_period(ros, tiny_clip, rng) -> None:
     probe.listen(ClassificationArray, "/ema/scene/classification")
     pub = probe.camera_publisher(Image, "/ema/image_raw")
     spinner.start()
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_matched(node, pub)
     frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
     reference = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks({"default": ["car", "truck", "bus"]}))
     raw = [reference.classify(f)[0].tasks[0].probabilities for f in frames]
