@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from av_scene_vlm.core.engine import ZeroShotEngine
-from av_scene_vlm.core.models import ModelLoadError, load_clip
+from av_scene_vlm.core.models import ModelLoadError, ensure_available, load_clip
 from av_scene_vlm.core.tasks import Label, Task, TaskError, parse_tasks, tasks_from_labels
 
 LABELS = ["car", "truck", "bus", "cycle"]
@@ -241,3 +245,39 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny_clip, tmp_path, monkeypa
         engine.classify(image)[0].tasks[0].probabilities, reference.classify(image)[0].tasks[0].probabilities
     )
     assert engine.model_id == "acme/tiny-clip"
+
+
+def test_a_partly_cached_model_is_a_clear_error_offline(tiny_clip, tmp_path, monkeypatch) -> None:
+    """config.json in the cache but no weights: one clear error, not a transformers traceback."""
+    snapshot = tmp_path / "hub" / "models--acme--half-clip" / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((tiny_clip / "config.json").read_text())
+    (tmp_path / "hub" / "models--acme--half-clip" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--half-clip" / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert ensure_available("acme/half-clip") == "cache"
+    with pytest.raises(ModelLoadError, match=r"offline .* not in the local cache.*huggingface-cli download"):
+        load_clip("acme/half-clip")
+
+
+def test_availability_check_needs_neither_torch_nor_transformers(tiny_clip, tmp_path) -> None:
+    """The nodes reject a missing model before their multi-second torch/transformers imports."""
+    code = (
+        "import sys\n"
+        "from av_scene_vlm.core.models import ModelLoadError, ensure_available\n"
+        f"assert ensure_available({str(tiny_clip)!r}) == 'directory'\n"
+        "for model in ('acme/not-cached', " + repr(str(tmp_path / "missing")) + "):\n"
+        "    try:\n"
+        "        ensure_available(model)\n"
+        "        raise SystemExit('no error for ' + model)\n"
+        "    except ModelLoadError as exc:\n"
+        "        assert model in str(exc), exc\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr

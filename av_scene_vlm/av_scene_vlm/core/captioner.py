@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from av_scene_vlm.core.models import ModelLoadError, from_pretrained, resolve_device, resolve_dtype
+from av_scene_vlm.core.models import (
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PROMPT,
+    ModelLoadError,
+    from_pretrained,
+    resolve_device,
+    resolve_dtype,
+)
 
 __all__ = [
     "DEFAULT_CAPTION_MODEL",
@@ -35,15 +43,6 @@ __all__ = [
     "ModelLoadError",
 ]
 
-DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
-DEFAULT_PROMPT = (
-    "Describe this driving scene in one sentence: road type, traffic participants, "
-    "weather, lighting and any hazard."
-)
-# 448×448 px -> at most 16×16 merged patches = 256 visual tokens per image: enough detail for a
-# one-sentence scene caption while keeping the 3B model's prefill well under the 1 s budget.
-# (The checkpoint's own default, 12845056 px, allows up to 16384 visual tokens per image.)
-DEFAULT_MAX_PIXELS = 448 * 448
 
 # Qwen's smart_resize rejects aspect ratios >= 200; slivers are squashed to this ratio first.
 _MAX_ASPECT = 150.0

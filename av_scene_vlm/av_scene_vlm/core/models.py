@@ -3,6 +3,9 @@
 Why one place: every front end must fail the same way when a model is missing (one clear message
 naming the model and how to get it, never a hub traceback), honour HF_HUB_OFFLINE, never enable
 remote code by default, and pick device/dtype by the same rules.
+
+Importing this module does not import torch or transformers, so `ensure_available` can reject a
+missing model in about a second, before the nodes pay several seconds for those imports.
 """
 
 from __future__ import annotations
@@ -10,20 +13,30 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+DEFAULT_PROMPT = (
+    "Describe this driving scene in one sentence: road type, traffic participants, "
+    "weather, lighting and any hazard."
+)
+# 448×448 px -> at most 16×16 merged patches = 256 visual tokens per image: enough detail for a
+# one-sentence scene caption while keeping the 3B model's prefill well under the 1 s budget.
+# (The checkpoint's own default, 12845056 px, allows up to 16384 visual tokens per image.)
+DEFAULT_MAX_PIXELS = 448 * 448
 
 _DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 
 
@@ -59,6 +72,8 @@ def _looks_like_path(model: str) -> bool:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    import torch
+
     device = (device or "auto").strip().lower()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -70,14 +85,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' -> float16 on CUDA (bfloat16 for captioning is chosen by the captioner), float32 on CPU."""
+    import torch
+
     key = (dtype or "auto").strip().lower()
     if key == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if key not in _DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}'; use auto, float32, float16 or bfloat16")
-    if device.type == "cpu" and _DTYPES[key] == torch.float16:
+    if device.type == "cpu" and _DTYPES[key] == "float16":
         raise ModelLoadError("float16 is not supported on CPU; use float32 (or bfloat16)")
-    return _DTYPES[key]
+    return getattr(torch, _DTYPES[key])
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -96,22 +113,33 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
-    """`cls.from_pretrained` with the project's rules and errors (offline, no remote code).
+def ensure_available(model: str) -> str:
+    """Where `model` will load from ("directory", "cache" or "hub"), checked without torch.
 
-    Order: a local directory; else the local Hugging Face cache (no network even when online);
-    else, unless HF_HUB_OFFLINE is set and if the hub answers, a download.
+    Raises ModelLoadError, naming the model and how to get it, when it is neither a saved-model
+    directory nor in the local Hugging Face cache and may not or cannot be downloaded. Nodes call it
+    before their heavy imports so that a missing model fails start-up in about a second.
     """
-    local = Path(model).expanduser()
-    if _looks_like_path(model) and not local.is_dir():
-        raise ModelLoadError(f"cannot load model '{model}': no such directory. {how_to_get(model)}")
-    kwargs.setdefault("trust_remote_code", False)
-    if local.is_dir():
-        return _call(cls, str(local), model, kwargs)
+    if _looks_like_path(model):
+        if not Path(model).expanduser().is_dir():
+            raise ModelLoadError(f"cannot load model '{model}': no such directory. {how_to_get(model)}")
+        return "directory"
+    if _in_cache(model):
+        return "cache"
+    _check_download_allowed(model)
+    return "hub"
+
+
+def _in_cache(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
     try:
-        return cls.from_pretrained(model, **{**kwargs, "local_files_only": True})
-    except (OSError, ValueError, KeyError):
-        pass  # not (completely) in the cache
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except ValueError:  # not a valid hub id (HFValidationError)
+        return False
+
+
+def _check_download_allowed(model: str) -> None:
     if offline():
         raise ModelLoadError(
             f"cannot load model '{model}': offline (HF_HUB_OFFLINE=1) and not in the local cache. "
@@ -122,6 +150,23 @@ def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
             f"cannot load model '{model}': not in the local cache and the Hugging Face hub is unreachable "
             f"from this machine. {how_to_get(model)}"
         )
+
+
+def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` with the project's rules and errors (offline, no remote code).
+
+    Order: a local directory; else the local Hugging Face cache (no network even when online);
+    else, unless HF_HUB_OFFLINE is set and if the hub answers, a download.
+    """
+    source = ensure_available(model)
+    kwargs.setdefault("trust_remote_code", False)
+    if source == "directory":
+        return _call(cls, str(Path(model).expanduser()), model, kwargs)
+    if source == "cache":
+        try:
+            return cls.from_pretrained(model, **{**kwargs, "local_files_only": True})
+        except (OSError, ValueError, KeyError):
+            _check_download_allowed(model)  # the cache holds only part of it
     return _call(cls, model, model, kwargs)
 
 

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -37,9 +38,15 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
 
-from av_scene_vlm.core.captioner import DEFAULT_CAPTION_MODEL, DEFAULT_MAX_PIXELS, DEFAULT_PROMPT, Captioner
 from av_scene_vlm.core.image_codec import ImageDecodeError
-from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ModelLoadError
+from av_scene_vlm.core.models import (
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PROMPT,
+    ModelLoadError,
+    ensure_available,
+)
 from av_scene_vlm.ros.camera_input import (
     Camera,
     CameraInputs,
@@ -65,6 +72,9 @@ from av_scene_vlm.ros.node_utils import (
     use_own_cuda_stream,
 )
 from av_scene_vlm_msgs.msg import Caption, Similarity
+
+if TYPE_CHECKING:
+    from av_scene_vlm.core.captioner import Captioner
 
 EMBEDDING_SOURCES = ("similarity_topic", "compute")
 
@@ -172,11 +182,17 @@ class CaptionNode(Node):
         if int(p("caption_min_pixels")) < 0 or int(p("caption_max_pixels")) < 0:
             raise ValueError("caption_min_pixels and caption_max_pixels must be >= 0 (0 = the checkpoint's)")
         self._source = source
+        computes_embeddings = source == "compute" and float(p("caption_scene_change_threshold")) > 0
         if captioner is None:
+            ensure_available(p("caption_model"))  # missing models fail here, before torch is imported
+            if computes_embeddings:
+                ensure_available(p("caption_clip_model"))
             self.get_logger().info(
                 f"loading caption model '{p('caption_model')}' "
                 f"(device={p('caption_device')}, dtype={p('caption_dtype')})"
             )
+            from av_scene_vlm.core.captioner import Captioner
+
             captioner = Captioner(
                 p("caption_model"),
                 prompt=p("caption_prompt"),
@@ -190,7 +206,7 @@ class CaptionNode(Node):
         self.captioner = captioner
         self._clip = None
         self._clip_error = ""
-        if self._source == "compute" and float(p("caption_scene_change_threshold")) > 0:
+        if computes_embeddings:
             self._load_clip()  # now, so a missing CLIP model fails start-up like a missing Qwen
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

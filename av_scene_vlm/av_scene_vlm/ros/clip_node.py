@@ -11,9 +11,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -22,9 +22,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 from av_scene_vlm.core.image_codec import ImageDecodeError
-from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ensure_available
 from av_scene_vlm.core.tasks import (
     DEFAULT_TEMPLATES,
     Task,
@@ -65,6 +64,9 @@ from av_scene_vlm.ros.node_utils import (
     stop_worker,
 )
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
+
+if TYPE_CHECKING:
+    from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 
 # name -> (default, description, read_only). The README's parameter table is checked against this.
 PARAMETERS: dict[str, ParamSpec] = {
@@ -142,9 +144,12 @@ class ClipNode(Node):
         self._check_runtime({k: p(k) for k in PARAMETERS})
         check_heatmap_choice(tasks, p("heatmap_task"), p("heatmap_label"))
         if engine is None:
+            ensure_available(p("model"))  # a missing model fails here, before torch is imported
             self.get_logger().info(
                 f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')})"
             )
+            from av_scene_vlm.core.engine import ZeroShotEngine
+
             engine = ZeroShotEngine(
                 p("model"), device=p("device"), dtype=p("dtype"), tasks=tasks, templates=templates
             )
@@ -180,6 +185,8 @@ class ClipNode(Node):
         self._batches = 0
         self._stop = threading.Event()
         # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
+        import torch  # already loaded with the engine
+
         self._torch_threads = torch.get_num_threads()
         self._worker = threading.Thread(target=self._run, name=f"{name}_worker", daemon=True)
         self._worker.start()
