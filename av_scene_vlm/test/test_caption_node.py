@@ -93,10 +93,13 @@ def test_captions_carry_source_header_prompt_and_text(ros, tiny_qwen) -> None:
 def test_period_limits_captions_and_counts_skipped(ros, tiny_qwen) -> None:
     ctx, spinner = ros
     period, duration = 1.0, 3.0
-    node = make_node(ctx, spinner, tiny_qwen, image_topics=["/cam/image_raw"], caption_period=period)
+    node = make_node(
+        ctx, spinner, tiny_qwen, image_topics=["/cam/image_raw"], caption_period=period,
+        input_reliability="reliable", input_depth=100,  # every frame must reach the node to be counted
+    )  # fmt: skip
     probe = spinner.add(Probe(ctx))
     probe.listen(Caption, "/cam/scene/caption")
-    pub = probe.camera_publisher(Image, "/cam/image_raw")
+    pub = probe.camera_publisher(Image, "/cam/image_raw", depth=100)
     spinner.start()
     assert wait_matched(node, pub)
     img = frame(3)
