@@ -71,6 +71,21 @@ def test_batch_equals_single_frames(engine, rng) -> None:
     assert batch[0].latency > 0
 
 
+def test_strided_frames_single_and_batched(engine, rng) -> None:
+    """Views such as a BGR->RGB flip or a crop of a bigger frame are read as the pixels they show."""
+    bgr = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    big = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    views = [bgr[..., ::-1], big[50:170, 100:300], bgr[::-1, ::1]]
+    copies = [np.ascontiguousarray(v) for v in views]
+    assert not any(v.flags["C_CONTIGUOUS"] for v in views)
+    np.testing.assert_array_equal(engine.preprocess(views), engine.preprocess(copies))
+    np.testing.assert_array_equal(engine.preprocess(views[:1]), engine.preprocess(copies[:1]))
+    got = engine.classify(views)
+    ref = engine.classify(copies)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a.tasks[0].probabilities, b.tasks[0].probabilities, atol=1e-6)
+
+
 def _direct_label_embedding(clip, prompts: list[str]) -> torch.Tensor:
     tok = clip.processor.tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():

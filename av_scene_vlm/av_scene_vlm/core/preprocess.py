@@ -1,8 +1,8 @@
 """CLIP image preprocessing in torch, on the model's device, matching the checkpoint's processor.
 
-Why not the processor itself: it converts each frame separately through generic code paths; here a
-uint8 frame goes to the device once (pinned, non-blocking on CUDA), same-size frames are resized as
-one batch, and rescale+normalize is one fused op. The arithmetic is the processor's own
+Why not the processor itself: it converts each frame separately through generic code paths; here
+uint8 frames are copied once into a pinned buffer and uploaded without blocking on CUDA, same-size
+frames are resized as one batch, and rescale+normalize is one fused op. The arithmetic is the processor's own
 (torchvision bicubic antialiased resize of uint8, int() output size, centre crop, (x - 255·mean) /
 (255·std)), so results match `CLIPImageProcessor` exactly on CPU (see docs/PERFORMANCE.md).
 """
@@ -111,9 +111,7 @@ class Preprocessor:
             check_frame(frame)
             groups.setdefault(frame.shape[:2], []).append(i)
         for (h, w), idx in groups.items():
-            batch = self._to_device(
-                np.stack([frames[i] for i in idx]) if len(idx) > 1 else frames[idx[0]][None]
-            )
+            batch = self._to_device([frames[i] for i in idx])
             crops = self._resize_crop(batch, h, w)
             for j, i in enumerate(idx):
                 out[i] = crops[j]
@@ -122,10 +120,24 @@ class Preprocessor:
         pixels.sub_(self._mean).div_(self._std)
         return pixels.to(self.dtype)
 
-    def _to_device(self, batch: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(batch))
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
+    def _to_device(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Same-size frames -> N×3×H×W uint8 on the device.
+
+        On CUDA the frames are copied once, straight into a pinned host buffer (from torch's caching
+        host allocator), and uploaded asynchronously: np.stack + pin_memory() would copy every frame
+        twice, 6 MB each at 1080p. On CPU a single contiguous frame is used without any copy.
+        """
+        cuda = self.device.type == "cuda"
+        if len(frames) == 1 and not cuda:
+            t = torch.from_numpy(np.ascontiguousarray(frames[0]))[None]
+        else:
+            h, w = frames[0].shape[:2]
+            t = torch.empty((len(frames), h, w, 3), dtype=torch.uint8, pin_memory=cuda)
+            host = t.numpy()
+            for k, frame in enumerate(frames):
+                host[k] = frame  # any strides (e.g. a BGR->RGB view): numpy copies once
+            if cuda:
+                t = t.to(self.device, non_blocking=True)
         return t.permute(0, 3, 1, 2)  # N×3×H×W view (channels-last memory, what the uint8 kernel likes)
 
     def _resize_crop(self, batch: torch.Tensor, h: int, w: int) -> torch.Tensor:
