@@ -22,7 +22,7 @@ from av_scene_vlm.core.captioner import DEFAULT_PROMPT  # noqa: E402
 from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
 from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distance  # noqa: E402
 from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for, wait_matched  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
@@ -335,3 +335,39 @@ def test_missing_caption_model_exits_nonzero_quickly() -> None:
     out = proc.stdout + proc.stderr
     assert "acme/no-such-qwen-vl" in out and "huggingface-cli download" in out
     assert "Traceback" not in out
+
+
+def test_caption_errors_are_counted_and_reported_then_recovered(ros, tiny_qwen) -> None:
+    ctx, spinner = ros
+    node = make_node(ctx, spinner, tiny_qwen, image_topics=["/err/image_raw"], caption_period=0.0,
+                     diagnostics_period=0.2)  # fmt: skip
+    real, failures = node.captioner.caption_batch, [1]
+
+    def fail_once(*args, **kwargs):  # as a GPU out of memory would, once
+        if failures:
+            failures.pop()
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    node.captioner.caption_batch = fail_once
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/err/scene/caption")
+    probe.listen(DiagnosticArray, "/diagnostics", 100)
+    pub = probe.camera_publisher(Image, "/err/image_raw")
+    spinner.start()
+    assert wait_matched(node, pub)
+
+    def captioner_statuses():
+        statuses = [s for arr in probe.messages("/diagnostics") for s in arr.status]
+        return [s for s in statuses if s.name.endswith(": captioner")]
+
+    pub.publish(image_msg(frame(1), "rgb8", header(1, "fail")))
+    assert wait_for(lambda: node.worker_errors.count == 1)
+    assert wait_for(lambda: any(s.level == DiagnosticStatus.ERROR for s in captioner_statuses()))
+    error = next(s for s in captioner_statuses() if s.level == DiagnosticStatus.ERROR)
+    assert "out of memory" in error.message
+    pub.publish(image_msg(frame(2), "rgb8", header(2, "ok")))
+    assert wait_for(lambda: [m.header.frame_id for m in probe.messages("/err/scene/caption")] == ["ok"], 30)
+    seen = len(captioner_statuses())
+    assert wait_for(lambda: len(captioner_statuses()) > seen + 1)
+    assert captioner_statuses()[-1].level == DiagnosticStatus.OK, captioner_statuses()[-1].message

@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
 from av_scene_vlm.core.tasks import parse_tasks  # noqa: E402
 from av_scene_vlm.ros.clip_node import ClipNode  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -32,9 +32,9 @@ TASKS_YAML = (
 )
 
 
-def make_node(ctx, spinner, tiny_clip, **params) -> ClipNode:
+def make_node(ctx, spinner, tiny_clip, engine=None, **params) -> ClipNode:
     overrides = [Parameter(k, value=v) for k, v in {"model": str(tiny_clip), **params}.items()]
-    node = ClipNode("clip_node", context=ctx, parameter_overrides=overrides)
+    node = ClipNode("clip_node", context=ctx, parameter_overrides=overrides, engine=engine)
     spinner.add(node)
     return node
 
@@ -355,3 +355,58 @@ def test_bad_input_parameters_fail_before_the_model_loads(ros, tmp_path, param, 
     ]
     with pytest.raises(ValueError, match=reason):
         ClipNode("clip_node", context=ctx, parameter_overrides=overrides)
+
+
+class FailingEngine(ZeroShotEngine):
+    """A real engine whose first `fail` classify calls raise, as a GPU out of memory would."""
+
+    def __init__(self, *args, fail: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail = fail
+
+    def classify(self, *args, **kwargs):
+        if self.fail > 0:
+            self.fail -= 1
+            raise RuntimeError("CUDA out of memory (injected)")
+        return super().classify(*args, **kwargs)
+
+
+def test_inference_errors_are_counted_and_reported_then_recovered(ros, tiny_clip, rng) -> None:
+    ctx, spinner = ros
+    engine = FailingEngine(str(tiny_clip), fail=2)
+    node = make_node(
+        ctx, spinner, tiny_clip, engine=engine, image_topics=["/err/image_raw"], labels=["car", "truck"],
+        tasks="", heatmap=False, diagnostics_period=0.2,
+    )  # fmt: skip
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/err/scene/classification")
+    probe.listen(DiagnosticArray, "/diagnostics", 100)
+    pub = probe.camera_publisher(Image, "/err/image_raw")
+    spinner.start()
+    assert wait_matched(node, pub)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+    def engine_statuses():
+        statuses = [s for arr in probe.messages("/diagnostics") for s in arr.status]
+        return [s for s in statuses if s.name.endswith(": engine")]
+
+    for i in range(2):
+        pub.publish(image_msg(frame, "rgb8", header(i, f"fail{i}")))
+        assert wait_for(lambda i=i: node.worker_errors.count == i + 1), node.worker_errors.count
+    assert wait_for(lambda: any(s.level == DiagnosticStatus.ERROR for s in engine_statuses()))
+    error = next(s for s in engine_statuses() if s.level == DiagnosticStatus.ERROR)
+    assert "out of memory" in error.message
+    values = {kv.key: kv.value for kv in error.values}
+    assert int(values["worker_errors"]) >= 1 and "out of memory" in values["last_worker_error"]
+
+    pub.publish(image_msg(frame, "rgb8", header(2, "ok")))  # the worker survived: the next frame works
+
+    def results() -> list[str]:
+        return [m.header.frame_id for m in probe.messages("/err/scene/classification")]
+
+    assert wait_for(lambda: results() == ["ok"]), results()
+    seen = len(engine_statuses())
+    assert wait_for(lambda: len(engine_statuses()) > seen + 1)
+    last = engine_statuses()[-1]
+    assert last.level == DiagnosticStatus.OK, last.message  # no new errors: healthy again
+    assert {kv.key: kv.value for kv in last.values}["worker_errors"] == "2"

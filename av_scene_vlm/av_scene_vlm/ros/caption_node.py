@@ -60,6 +60,7 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
+    WorkerErrors,
     camera_status,
     declare_parameters,
     kv,
@@ -247,6 +248,7 @@ class CaptionNode(Node):
         self._caption_rate = RateMeter(window=60.0)
         self.captions = 0
         self.triggered = 0
+        self.worker_errors = WorkerErrors()
         self._torch_threads = int(p("caption_num_threads"))
         self._nice = int(p("caption_nice"))
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
@@ -342,7 +344,7 @@ class CaptionNode(Node):
             self.get_logger().warning(f"caption_nice not applied: {self._thread_info['nice_error']}")
         self._thread_info["torch_threads"] = str(pin_torch_threads(self._torch_threads))
         use_own_cuda_stream(self.captioner.device)
-        run_worker_loop(self, self._step, "captioning")
+        run_worker_loop(self, self._step, "captioning", self.worker_errors)
 
     def _step(self) -> None:
         items = self.inputs.take(len(self.cameras), timeout=0.2)
@@ -421,6 +423,7 @@ class CaptionNode(Node):
             level, message = DiagnosticStatus.WARN, "similarity has no image_embedding (publish_embedding)"
         elif self._clip_error:
             level, message = DiagnosticStatus.WARN, "scene-change detection disabled: CLIP model failed"
+        level, message = self.worker_errors.escalate(level, message)
         arr.status.append(
             DiagnosticStatus(
                 level=level,
@@ -441,6 +444,8 @@ class CaptionNode(Node):
                     similarity_received=self._similarity_received,
                     torch_threads=self._thread_info["torch_threads"],
                     nice=self._nice,
+                    worker_errors=self.worker_errors.count,
+                    last_worker_error=self.worker_errors.last,
                 ),
             )
         )

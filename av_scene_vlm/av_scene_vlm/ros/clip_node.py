@@ -53,6 +53,7 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
+    WorkerErrors,
     camera_status,
     clean_list,
     declare_parameters,
@@ -183,6 +184,7 @@ class ClipNode(Node):
         self._engine_time = Percentiles()
         self._processed_rate = RateMeter()
         self._batches = 0
+        self.worker_errors = WorkerErrors()
         self._stop = threading.Event()
         # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
         import torch  # already loaded with the engine
@@ -248,7 +250,7 @@ class ClipNode(Node):
     # ---- worker ------------------------------------------------------------------------------------
     def _run(self) -> None:
         pin_torch_threads(self._torch_threads)
-        run_worker_loop(self, self._step, "inference")
+        run_worker_loop(self, self._step, "inference", self.worker_errors)
 
     def _step(self) -> None:
         items = self.inputs.take(int(self._p("max_batch")), timeout=0.2)
@@ -343,11 +345,14 @@ class ClipNode(Node):
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         name = self.get_fully_qualified_name()
+        level, message = self.worker_errors.escalate(
+            DiagnosticStatus.OK, f"{self._processed_rate.rate():.1f} frames/s"
+        )
         node_status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
+            level=level,
             name=f"{name}: engine",
             hardware_id=str(self.engine.device),
-            message=f"{self._processed_rate.rate():.1f} frames/s",
+            message=message,
             values=kv(
                 model=self.engine.model_id,
                 device=self.engine.device,
@@ -358,6 +363,8 @@ class ClipNode(Node):
                 batches=self._batches,
                 tasks=",".join(t.name for t in self.engine.tasks),
                 text_encoder_calls=self.engine.text_encoder_calls,
+                worker_errors=self.worker_errors.count,
+                last_worker_error=self.worker_errors.last,
             ),
         )
         arr.status.append(node_status)

@@ -217,14 +217,45 @@ def stop_worker(node, timeout: float) -> None:
         worker.join(timeout=timeout)
 
 
-def run_worker_loop(node, step, what: str) -> None:
-    """Call `step` until the node stops. An exception is logged (at most every 5 s) and the loop goes
-    on: one bad frame or a transient CUDA error must not kill the worker while the node looks alive."""
+class WorkerErrors:
+    """Exceptions of a node's model worker, counted for /diagnostics.
+
+    Why: the worker logs an exception and goes on (a transient CUDA error must not kill it), so
+    without a count a node whose inference fails on every frame would still report itself healthy.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+        self._reported = 0
+        self._lock = threading.Lock()
+
+    def record(self, exc: BaseException) -> None:
+        with self._lock:
+            self.count += 1
+            self.last = f"{type(exc).__name__}: {exc}"[:300]
+
+    def escalate(self, level: int, message: str) -> tuple[int, str]:
+        """ERROR (with the newest error) while errors keep coming in, i.e. any since the last call."""
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        with self._lock:
+            new, self._reported = self.count - self._reported, self.count
+            last = self.last
+        if new:
+            return DiagnosticStatus.ERROR, f"{new} worker error(s) since the last report; last: {last}"
+        return level, message
+
+
+def run_worker_loop(node, step, what: str, errors: WorkerErrors) -> None:
+    """Call `step` until the node stops. An exception is counted in `errors`, logged (at most every
+    5 s) and the loop goes on: one bad frame or a transient CUDA error must not kill the worker."""
     import time
 
     while not node._stop.is_set():
         try:
             step()
         except Exception as exc:
+            errors.record(exc)
             node.get_logger().error(f"{what} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
             time.sleep(0.1)
