@@ -176,31 +176,14 @@ class Captioner:
 
     @classmethod
     def from_model(
-        cls,
-        model: Any,
-        processor: Any,
-        *,
-        model_id: str = "<in-memory>",
-        prompt: str = DEFAULT_PROMPT,
-        max_new_tokens: int = 64,
-        min_pixels: int | None = None,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        do_sample: bool = False,
-        generate_kwargs: Mapping[str, Any] | None = None,
+        cls, model: Any, processor: Any, *, model_id: str = "<in-memory>", **options: Any
     ) -> Captioner:
-        """Wrap an already loaded model + processor (benchmarks with random weights, sharing a model)."""
+        """Wrap an already loaded model + processor (benchmarks with random weights, sharing a model).
+
+        `options`: the constructor's prompt/token/pixel/sampling keywords, with the same defaults.
+        """
         self = cls.__new__(cls)
-        self._setup(
-            model,
-            processor,
-            model_id=model_id,
-            prompt=prompt,
-            max_new_tokens=max_new_tokens,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-            do_sample=do_sample,
-            generate_kwargs=generate_kwargs,
-        )
+        self._setup(model, processor, model_id=model_id, **options)
         return self
 
     def _setup(
@@ -209,12 +192,12 @@ class Captioner:
         processor: Any,
         *,
         model_id: str,
-        prompt: str,
-        max_new_tokens: int,
-        min_pixels: int | None,
-        max_pixels: int | None,
-        do_sample: bool,
-        generate_kwargs: Mapping[str, Any] | None,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 64,
+        min_pixels: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        do_sample: bool = False,
+        generate_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if int(max_new_tokens) < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
