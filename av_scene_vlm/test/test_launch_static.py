@@ -12,6 +12,7 @@ dicts, names assigned in the same function); anything they cannot follow is repo
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib
 import py_compile
@@ -73,7 +74,8 @@ def node_parameters(module: str) -> frozenset[str]:
     for obj in vars(mod).values():  # node classes imported from other node modules (all-in-one)
         home = obj.__module__ if isinstance(obj, type) and issubclass(obj, Node) else ""
         if home != module and home.startswith(f"{PACKAGE}.ros."):
-            names |= node_parameters(home)
+            with contextlib.suppress(AttributeError):  # a base class (node_utils.WorkerNode) declares none
+                names |= node_parameters(home)
     if names == BUILTIN_PARAMETERS:
         raise AttributeError(f"{module} declares no parameters (no PARAMETERS dict)")
     return frozenset(names)

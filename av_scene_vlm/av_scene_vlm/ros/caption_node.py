@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
@@ -60,16 +59,15 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
-    WorkerErrors,
+    WorkerNode,
     camera_status,
     declare_parameters,
+    dtype_name,
     kv,
     lower_thread_priority,
     pin_torch_threads,
     plan_inputs,
     run_nodes,
-    run_worker_loop,
-    stop_worker,
     use_own_cuda_stream,
 )
 from av_scene_vlm_msgs.msg import Caption, Similarity
@@ -168,8 +166,11 @@ class _Work:
     triggered: bool
 
 
-class CaptionNode(Node):
+class CaptionNode(WorkerNode):
     """The captioner node; see the module docstring and README for topics and parameters."""
+
+    WORKER_WHAT = "captioning"
+    STOP_TIMEOUT_S = 10.0  # a caption in progress may take seconds
 
     def __init__(self, name: str = "caption_node", *, captioner: Captioner | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
@@ -248,24 +249,17 @@ class CaptionNode(Node):
         self._caption_rate = RateMeter(window=60.0)
         self.captions = 0
         self.triggered = 0
-        self.worker_errors = WorkerErrors()
         self._torch_threads = int(p("caption_num_threads"))
         self._nice = int(p("caption_nice"))
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name=f"{name}_worker", daemon=True)
-        self._worker.start()
-        self.create_timer(float(p("diagnostics_period")), self._publish_diagnostics)
+        self.start_worker()
         self.get_logger().info(
             f"captioning {', '.join(c.topic for c in self.cameras)} every {p('caption_period')} s with "
             f"'{self.captioner.model_id}' on {self.captioner.device} "
-            f"({str(self.captioner.dtype).replace('torch.', '')})"
+            f"({dtype_name(self.captioner.dtype)})"
         )
 
     # ---- parameters ------------------------------------------------------------------------------
-    def _p(self, name: str):
-        return self.get_parameter(name).value
-
     @staticmethod
     def _check_runtime(values: dict) -> None:
         if float(values["caption_period"]) < 0:
@@ -344,7 +338,7 @@ class CaptionNode(Node):
             self.get_logger().warning(f"caption_nice not applied: {self._thread_info['nice_error']}")
         self._thread_info["torch_threads"] = str(pin_torch_threads(self._torch_threads))
         use_own_cuda_stream(self.captioner.device)
-        run_worker_loop(self, self._step, "captioning", self.worker_errors)
+        super()._run()
 
     def _step(self) -> None:
         items = self.inputs.take(len(self.cameras), timeout=0.2)
@@ -433,7 +427,7 @@ class CaptionNode(Node):
                 values=kv(
                     model=self.captioner.model_id,
                     device=self.captioner.device,
-                    dtype=str(self.captioner.dtype).replace("torch.", ""),
+                    dtype=dtype_name(self.captioner.dtype),
                     captions=self.captions,
                     captions_per_min=f"{self._caption_rate.rate() * 60:.2f}",
                     latency_p50_ms=f"{self._latency.get(0.5) * 1e3:.1f}",
@@ -452,10 +446,6 @@ class CaptionNode(Node):
         for cam in self.cameras:
             arr.status.append(camera_status(name, cam, captions=cam.processed))
         self._diag_pub.publish(arr)
-
-    def destroy_node(self) -> None:
-        stop_worker(self, timeout=10.0)
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ while inference runs. Every output copies the source image header.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -53,16 +51,15 @@ from av_scene_vlm.ros.node_utils import (
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
-    WorkerErrors,
+    WorkerNode,
     camera_status,
     clean_list,
     declare_parameters,
+    dtype_name,
     kv,
     pin_torch_threads,
     plan_inputs,
     run_nodes,
-    run_worker_loop,
-    stop_worker,
 )
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 
@@ -132,8 +129,10 @@ class _Work:
     picked: float  # monotonic time the worker took it
 
 
-class ClipNode(Node):
+class ClipNode(WorkerNode):
     """The classifier node; see the module docstring and README for topics and parameters."""
+
+    WORKER_WHAT = "inference"
 
     def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
@@ -184,24 +183,17 @@ class ClipNode(Node):
         self._engine_time = Percentiles()
         self._processed_rate = RateMeter()
         self._batches = 0
-        self.worker_errors = WorkerErrors()
-        self._stop = threading.Event()
         # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
         import torch  # already loaded with the engine
 
         self._torch_threads = torch.get_num_threads()
-        self._worker = threading.Thread(target=self._run, name=f"{name}_worker", daemon=True)
-        self._worker.start()
-        self.create_timer(float(p("diagnostics_period")), self._publish_diagnostics)
+        self.start_worker()
         self.get_logger().info(
             f"classifying {', '.join(c.topic for c in self.cameras)} with {len(tasks)} task(s) on "
-            f"{self.engine.device} ({str(self.engine.dtype).replace('torch.', '')})"
+            f"{self.engine.device} ({dtype_name(self.engine.dtype)})"
         )
 
     # ---- parameters ------------------------------------------------------------------------------
-    def _p(self, name: str):
-        return self.get_parameter(name).value
-
     @staticmethod
     def _check_runtime(values: dict) -> None:
         if not 0.0 <= float(values["smoothing"]) < 1.0:
@@ -250,7 +242,7 @@ class ClipNode(Node):
     # ---- worker ------------------------------------------------------------------------------------
     def _run(self) -> None:
         pin_torch_threads(self._torch_threads)
-        run_worker_loop(self, self._step, "inference", self.worker_errors)
+        super()._run()
 
     def _step(self) -> None:
         items = self.inputs.take(int(self._p("max_batch")), timeout=0.2)
@@ -356,7 +348,7 @@ class ClipNode(Node):
             values=kv(
                 model=self.engine.model_id,
                 device=self.engine.device,
-                dtype=str(self.engine.dtype).replace("torch.", ""),
+                dtype=dtype_name(self.engine.dtype),
                 processed_fps=f"{self._processed_rate.rate():.2f}",
                 engine_time_p50_ms=f"{self._engine_time.get(0.5) * 1e3:.2f}",
                 engine_time_p95_ms=f"{self._engine_time.get(0.95) * 1e3:.2f}",
@@ -379,10 +371,6 @@ class ClipNode(Node):
                 )
             )
         self._diag_pub.publish(arr)
-
-    def destroy_node(self) -> None:
-        stop_worker(self, timeout=5.0)
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

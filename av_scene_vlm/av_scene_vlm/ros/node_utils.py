@@ -202,21 +202,6 @@ def camera_status(node_name: str, cam, **extra: object):  # -> DiagnosticStatus
     )
 
 
-def stop_worker(node, timeout: float) -> None:
-    """Stop a node's worker thread before the node is destroyed.
-
-    Also called (through destroy_node) by context shutdown on a node whose __init__ failed part-way,
-    e.g. when the model could not be loaded, so a missing worker is fine.
-    """
-    worker = getattr(node, "_worker", None)
-    if worker is None:
-        return
-    node._stop.set()
-    node.inputs.wake()
-    if worker.is_alive():
-        worker.join(timeout=timeout)
-
-
 class WorkerErrors:
     """Exceptions of a node's model worker, counted for /diagnostics.
 
@@ -247,15 +232,66 @@ class WorkerErrors:
         return level, message
 
 
-def run_worker_loop(node, step, what: str, errors: WorkerErrors) -> None:
-    """Call `step` until the node stops. An exception is counted in `errors`, logged (at most every
-    5 s) and the loop goes on: one bad frame or a transient CUDA error must not kill the worker."""
-    import time
+class WorkerNode(Node):
+    """A node whose model work runs on one worker thread: start, loop, error count and stop.
 
-    while not node._stop.is_set():
-        try:
-            step()
-        except Exception as exc:
-            errors.record(exc)
-            node.get_logger().error(f"{what} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
-            time.sleep(0.1)
+    Subclasses implement `_step` (take the newest frames, run the model, publish) and
+    `_publish_diagnostics`, set `inputs` (their CameraInputs) and call `start_worker` last in
+    `__init__`. Why a base class: both nodes must keep the executor free and survive, count and
+    report worker failures, and shut down the same way.
+    """
+
+    WORKER_WHAT = "model work"  # for log lines: "<what> failed: ..."
+    STOP_TIMEOUT_S = 5.0  # how long destroy_node waits for a step in progress
+
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    def start_worker(self) -> None:
+        """Start the worker thread and the /diagnostics timer."""
+        self.worker_errors = WorkerErrors()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name=f"{self.get_name()}_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(float(self._p("diagnostics_period")), self._publish_diagnostics)
+
+    def _run(self) -> None:
+        """The worker thread; subclasses that set thread-local state first override and call this."""
+        self._loop()
+
+    def _loop(self) -> None:
+        """Call `_step` until the node stops. An exception is counted, logged (at most every 5 s) and
+        the loop goes on: one bad frame or a transient CUDA error must not kill the worker."""
+        import time
+
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as exc:
+                self.worker_errors.record(exc)
+                self.get_logger().error(
+                    f"{self.WORKER_WHAT} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
+                )
+                time.sleep(0.1)
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _publish_diagnostics(self) -> None:
+        raise NotImplementedError
+
+    def destroy_node(self) -> None:
+        """Stop the worker before the node goes. Also called by context shutdown on a node whose
+        __init__ failed part-way (e.g. the model could not be loaded), so a missing worker is fine."""
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            self._stop.set()
+            self.inputs.wake()
+            if worker.is_alive():
+                worker.join(timeout=self.STOP_TIMEOUT_S)
+        super().destroy_node()
+
+
+def dtype_name(dtype: object) -> str:
+    """'float16' for torch.float16: how diagnostics and logs show a dtype."""
+    return str(dtype).replace("torch.", "")
