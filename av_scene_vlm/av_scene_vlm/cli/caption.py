@@ -48,9 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     images = read_images(args.images)  # every file checked before the (slow) model load
     quiet_hub()
-    from av_scene_vlm.core.captioner import DEFAULT_PROMPT, Captioner, ModelLoadError
+    from av_scene_vlm.core.models import DEFAULT_PROMPT, ModelLoadError, ensure_available
 
     try:
+        ensure_available(args.model)  # a missing model fails in a second, before torch is imported
+        from av_scene_vlm.core.captioner import Captioner
+
         captioner = Captioner(
             args.model,
             prompt=args.prompt if args.prompt is not None else DEFAULT_PROMPT,

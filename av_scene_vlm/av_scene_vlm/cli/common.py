@@ -60,11 +60,13 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
 def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroShotEngine
     """Load the CLIP engine for a command; a missing model becomes a CliError."""
     quiet_hub()
-    from av_scene_vlm.core.engine import ZeroShotEngine
-    from av_scene_vlm.core.models import ModelLoadError
+    from av_scene_vlm.core.models import ModelLoadError, ensure_available
     from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES, TaskError
 
     try:
+        ensure_available(args.model)  # a missing model fails in a second, before torch is imported
+        from av_scene_vlm.core.engine import ZeroShotEngine
+
         return ZeroShotEngine(
             args.model,
             device=args.device,
