@@ -48,10 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     images = read_images(args.images)  # every file checked before the (slow) model load
     quiet_hub()
-    from av_scene_vlm.core.models import DEFAULT_PROMPT, ModelLoadError, ensure_available
+    from av_scene_vlm.core.models import (
+        DEFAULT_CAPTION_MODEL,
+        DEFAULT_PROMPT,
+        ModelLoadError,
+        ensure_available,
+    )
 
     try:
-        ensure_available(args.model)  # a missing model fails in a second, before torch is imported
+        # A missing model fails in a second, before torch is imported.
+        ensure_available(args.model, DEFAULT_CAPTION_MODEL)
         from av_scene_vlm.core.captioner import Captioner
 
         captioner = Captioner(

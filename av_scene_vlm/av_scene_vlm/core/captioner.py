@@ -312,15 +312,20 @@ def _load(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tu
     try:
         from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        config = from_pretrained(AutoConfig, model)
+        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
         if getattr(config, "model_type", None) != "qwen2_5_vl":
             raise ModelLoadError(
                 f"model '{model}' is a '{getattr(config, 'model_type', '?')}' checkpoint, "
                 f"not Qwen2.5-VL (e.g. {DEFAULT_CAPTION_MODEL})"
             )
-        processor = from_pretrained(AutoProcessor, model)
+        processor = from_pretrained(AutoProcessor, model, example=DEFAULT_CAPTION_MODEL)
         net = from_pretrained(
-            Qwen2_5_VLForConditionalGeneration, model, config=config, dtype=dtype, attn_implementation=attn
+            Qwen2_5_VLForConditionalGeneration,
+            model,
+            example=DEFAULT_CAPTION_MODEL,
+            config=config,
+            dtype=dtype,
+            attn_implementation=attn,
         )
     except ModelLoadError as exc:
         message = str(exc)

@@ -52,12 +52,13 @@ def offline() -> bool:
     )
 
 
-def how_to_get(model: str) -> str:
-    """The remedy printed with every load failure."""
+def how_to_get(model: str, example: str = DEFAULT_CLIP_MODEL) -> str:
+    """The remedy printed with every load failure; `example` is a hub id of the right kind of model."""
     if _looks_like_path(model):
         return (
-            f"'{model}' is not a directory holding a saved model (config.json + weights). "
-            "Pass a directory written by save_pretrained or a Hugging Face hub id."
+            f"'{model}' is not a directory holding a saved model (config.json + weights). Pass a "
+            f"directory written by save_pretrained (e.g. `huggingface-cli download {example} --local-dir "
+            "DIR` on a machine with network access) or a Hugging Face hub id."
         )
     return (
         f"Download it on a machine with network access: `huggingface-cli download {model}` "
@@ -113,7 +114,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def ensure_available(model: str) -> str:
+def ensure_available(model: str, example: str = DEFAULT_CLIP_MODEL) -> str:
     """Where `model` will load from ("directory", "cache" or "hub"), checked without torch.
 
     Raises ModelLoadError, naming the model and how to get it, when it is neither a saved-model
@@ -122,11 +123,12 @@ def ensure_available(model: str) -> str:
     """
     if _looks_like_path(model):
         if not Path(model).expanduser().is_dir():
-            raise ModelLoadError(f"cannot load model '{model}': no such directory. {how_to_get(model)}")
+            remedy = how_to_get(model, example)
+            raise ModelLoadError(f"cannot load model '{model}': no such directory. {remedy}")
         return "directory"
     if _in_cache(model):
         return "cache"
-    _check_download_allowed(model)
+    _check_download_allowed(model, example)
     return "hub"
 
 
@@ -139,43 +141,44 @@ def _in_cache(model: str) -> bool:
         return False
 
 
-def _check_download_allowed(model: str) -> None:
+def _check_download_allowed(model: str, example: str) -> None:
     if offline():
         raise ModelLoadError(
             f"cannot load model '{model}': offline (HF_HUB_OFFLINE=1) and not in the local cache. "
-            + how_to_get(model)
+            + how_to_get(model, example)
         )
     if not hub_reachable():
         raise ModelLoadError(
             f"cannot load model '{model}': not in the local cache and the Hugging Face hub is unreachable "
-            f"from this machine. {how_to_get(model)}"
+            f"from this machine. {how_to_get(model, example)}"
         )
 
 
-def from_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
+def from_pretrained(cls: Any, model: str, *, example: str = DEFAULT_CLIP_MODEL, **kwargs: Any) -> Any:
     """`cls.from_pretrained` with the project's rules and errors (offline, no remote code).
 
     Order: a local directory; else the local Hugging Face cache (no network even when online);
-    else, unless HF_HUB_OFFLINE is set and if the hub answers, a download.
+    else, unless HF_HUB_OFFLINE is set and if the hub answers, a download. `example`: a hub id of
+    the right kind of model, for the remedy in error messages.
     """
-    source = ensure_available(model)
+    source = ensure_available(model, example)
     kwargs.setdefault("trust_remote_code", False)
     if source == "directory":
-        return _call(cls, str(Path(model).expanduser()), model, kwargs)
+        return _call(cls, str(Path(model).expanduser()), model, example, kwargs)
     if source == "cache":
         try:
             return cls.from_pretrained(model, **{**kwargs, "local_files_only": True})
         except (OSError, ValueError, KeyError):
-            _check_download_allowed(model)  # the cache holds only part of it
-    return _call(cls, model, model, kwargs)
+            _check_download_allowed(model, example)  # the cache holds only part of it
+    return _call(cls, model, model, example, kwargs)
 
 
-def _call(cls: Any, source: str, model: str, kwargs: dict) -> Any:
+def _call(cls: Any, source: str, model: str, example: str, kwargs: dict) -> Any:
     try:
         return cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:  # hub, file and config errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model '{model}': {first}. {how_to_get(model)}") from None
+        raise ModelLoadError(f"cannot load model '{model}': {first}. {how_to_get(model, example)}") from None
 
 
 @dataclass

@@ -186,7 +186,8 @@ class CaptionNode(WorkerNode):
         self._source = source
         computes_embeddings = source == "compute" and float(p("caption_scene_change_threshold")) > 0
         if captioner is None:
-            ensure_available(p("caption_model"))  # missing models fail here, before torch is imported
+            # Missing models fail here, before torch is imported.
+            ensure_available(p("caption_model"), DEFAULT_CAPTION_MODEL)
             if computes_embeddings:
                 ensure_available(p("caption_clip_model"))
             self.get_logger().info(
