@@ -371,3 +371,5 @@ def test_caption_errors_are_counted_and_reported_then_recovered(ros, tiny_qwen) 
     seen = len(captioner_statuses())
     assert wait_for(lambda: len(captioner_statuses()) > seen + 1)
     assert captioner_statuses()[-1].level == DiagnosticStatus.OK, captioner_statuses()[-1].message
+    cam = node.cameras[0]
+    assert (cam.received, cam.processed, cam.failed) == (2, 1, 1)

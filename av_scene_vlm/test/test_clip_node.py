@@ -410,3 +410,7 @@ def test_inference_errors_are_counted_and_reported_then_recovered(ros, tiny_clip
     last = engine_statuses()[-1]
     assert last.level == DiagnosticStatus.OK, last.message  # no new errors: healthy again
     assert {kv.key: kv.value for kv in last.values}["worker_errors"] == "2"
+    cam = node.cameras[0]  # every frame is accounted for: the two lost to the model count as failed
+    assert (cam.received, cam.processed, cam.failed, cam.dropped, cam.bad) == (3, 1, 2, 0, 0)
+    camera_values = {kv.key: kv.value for kv in probe.messages("/diagnostics")[-1].status[1].values}
+    assert camera_values["failed"] == "2"

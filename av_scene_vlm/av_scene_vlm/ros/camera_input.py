@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rclpy.node import Node
@@ -74,6 +75,7 @@ class Camera:
     bad: int = 0
     processed: int = 0
     skipped_period: int = 0
+    failed: int = 0  # taken by the worker, lost to a model error (see failures_counted)
     input_rate: RateMeter = field(default_factory=RateMeter)
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: Percentiles = field(default_factory=Percentiles)  # source stamp -> publish
@@ -81,6 +83,22 @@ class Camera:
     slot_wait: Percentiles = field(default_factory=Percentiles)  # receive -> worker takes the frame
     overhead: Percentiles = field(default_factory=Percentiles)  # worker time minus engine time
     _slot: tuple[Image | CompressedImage, float] | None = None
+
+
+@contextmanager
+def failures_counted(cameras: Iterable[Camera]) -> Iterator[None]:
+    """Count one failed frame per camera in `cameras` when the block raises, and re-raise.
+
+    Why: the worker logs a model error and goes on, so without this the frames it was working on
+    would vanish from the counters (received = processed + dropped + bad + skipped + failed).
+    """
+    cams = list(cameras)
+    try:
+        yield
+    except Exception:
+        for cam in cams:
+            cam.failed += 1
+        raise
 
 
 def is_compressed_topic(topic: str, input_type: str) -> bool:

@@ -51,6 +51,7 @@ from av_scene_vlm.ros.camera_input import (
     CameraInputs,
     Percentiles,
     RateMeter,
+    failures_counted,
     output_topic,
 )
 from av_scene_vlm.ros.conversions import image_to_rgb, to_caption
@@ -370,14 +371,16 @@ class CaptionNode(WorkerNode):
                 continue
             computed = None
             if self._source == "compute" and threshold > 0:
-                computed = self._computed_embedding(rgb)
+                with failures_counted([cam]):
+                    computed = self._computed_embedding(rgb)
                 if not due and not self._scene_changed(cam, computed, threshold):
                     cam.skipped_period += 1
                     continue
             self._last_caption[cam.topic] = now
             work.append(_Work(cam, msg.header, rgb, received, computed, triggered=not due))
         if work:
-            self._caption(work)
+            with failures_counted(w.camera for w in work):
+                self._caption(work)
 
     def _caption(self, work: list[_Work]) -> None:
         results = self.captioner.caption_batch([w.rgb for w in work], str(self._p("caption_prompt")))

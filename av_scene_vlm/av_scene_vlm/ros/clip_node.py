@@ -37,6 +37,7 @@ from av_scene_vlm.ros.camera_input import (
     CameraInputs,
     Percentiles,
     RateMeter,
+    failures_counted,
     output_topic,
 )
 from av_scene_vlm.ros.conversions import (
@@ -268,12 +269,13 @@ class ClipNode(WorkerNode):
             return
         want_heatmap = bool(self._p("heatmap"))
         heat = [want_heatmap and self._pubs[w.camera.topic][2].get_subscription_count() > 0 for w in work]
-        results = self.engine.classify(
-            [w.rgb for w in work],
-            heatmap=heat,
-            heatmap_task=self._p("heatmap_task") or None,
-            heatmap_label=self._p("heatmap_label") or None,
-        )
+        with failures_counted(w.camera for w in work):
+            results = self.engine.classify(
+                [w.rgb for w in work],
+                heatmap=heat,
+                heatmap_task=self._p("heatmap_task") or None,
+                heatmap_label=self._p("heatmap_label") or None,
+            )
         self._engine_time.add(results[0].latency)
         self._batches += 1
         for w, result in zip(work, results, strict=True):

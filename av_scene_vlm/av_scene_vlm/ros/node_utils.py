@@ -192,6 +192,7 @@ def camera_status(node_name: str, cam, **extra: object):  # -> DiagnosticStatus
             dropped=cam.dropped,
             bad_frames=cam.bad,
             skipped_by_period=cam.skipped_period,
+            failed=cam.failed,
             latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.2f}",
             latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
             latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
