@@ -274,9 +274,7 @@ class CaptionNode(WorkerNode):
             raise ValueError("diagnostics_period must be > 0")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        new = {k: self._p(k) for k in PARAMETERS}
-        for param in params:
-            new[param.name] = param.value
+        new = self._proposed(PARAMETERS, params)
         try:
             self._check_runtime(new)
         except (ValueError, TypeError) as exc:

@@ -212,9 +212,7 @@ class ClipNode(WorkerNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate changes; label/task changes are applied at once and re-encoded by the worker."""
-        new = {k: self._p(k) for k in PARAMETERS}
-        for param in params:
-            new[param.name] = param.value
+        new = self._proposed(PARAMETERS, params)
         try:
             self._check_runtime(new)
             if any(p.name in TASK_PARAMS for p in params):

@@ -248,6 +248,12 @@ class WorkerNode(Node):
     def _p(self, name: str):
         return self.get_parameter(name).value
 
+    def _proposed(self, names: Sequence[str], params: list) -> dict:
+        """The values of `names` as they would be after a parameter change, for validating it whole."""
+        new = {k: self._p(k) for k in names}
+        new.update({param.name: param.value for param in params})
+        return new
+
     def start_worker(self) -> None:
         """Start the worker thread and the /diagnostics timer."""
         self.worker_errors = WorkerErrors()
