@@ -222,6 +222,32 @@ def test_missing_model_online_but_hub_unreachable_fails_fast(monkeypatch) -> Non
     assert time.monotonic() - start < 10
 
 
+def test_hub_probe_gives_up_on_a_hanging_name_lookup(monkeypatch) -> None:
+    """No DNS server in reach: getaddrinfo can block far longer than the socket timeout."""
+    import socket
+    import threading
+    import time
+
+    from av_scene_vlm.core.models import hub_reachable
+
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(60)
+        raise socket.gaierror("no answer")
+
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    start = time.monotonic()
+    try:
+        assert hub_reachable(timeout=0.5) is False
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+
+
 @pytest.mark.parametrize("shape", [(7, 300), (480, 640), (1080, 1920), (333, 517)])
 def test_preprocessing_matches_the_checkpoints_processor(engine, tiny_clip, rng, shape) -> None:
     """Exactly CLIPImageProcessor (torchvision backend); within two grey levels of the PIL backend."""

@@ -100,18 +100,32 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Quick TCP check of the hub endpoint, so a missing model fails in seconds, not after minutes
-    of HTTP retries. With a proxy configured we cannot tell cheaply and let the download try."""
+    of HTTP retries. With a proxy configured we cannot tell cheaply and let the download try.
+
+    The probe runs on a daemon thread and is abandoned after `timeout`: the socket timeout does not
+    cover name resolution, which can hang far longer on a vehicle with no DNS server in reach.
+    """
     import socket
+    import threading
     from urllib.parse import urlparse
 
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    address = (url.hostname or "huggingface.co", url.port or 443)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="hub_reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 def ensure_available(model: str, example: str = DEFAULT_CLIP_MODEL) -> str:
