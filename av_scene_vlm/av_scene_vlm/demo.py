@@ -157,7 +157,22 @@ def main(argv: list[str] | None = None) -> int:
                 CompressedImage(header=hr, format="jpeg", data=encode_compressed(frames["rear"][i]))
             )
             time.sleep(max(0.0, t0 + (i + 1) / args.rate - time.monotonic()))
-        time.sleep(2.0)
+        # The node always processes each camera's newest frame, so wait for the last one's results
+        # (a loaded machine may need seconds), then a moment for the other topics.
+        last = (now.sec, now.nanosec)
+        result_topics = [f"{output_namespace(t)}/classification" for t in CAMERAS.values()]
+
+        def last_results_in() -> bool:
+            with lock:
+                return all(
+                    any((m.header.stamp.sec, m.header.stamp.nanosec) == last for m in received[t])
+                    for t in result_topics
+                )
+
+        deadline = time.monotonic() + 30
+        while not last_results_in() and time.monotonic() < deadline and node_proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)
         code = summarise(received, lock, out, real, args.frames, cv2, np)
     finally:
         node_proc.terminate()
