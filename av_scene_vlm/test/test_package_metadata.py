@@ -91,3 +91,21 @@ def test_core_imports_no_rclpy() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PKG_DIR)
+
+
+def test_node_and_cli_entry_modules_import_no_torch() -> None:
+    """Nodes and CLIs reject a missing model before torch/transformers load (about a second, not
+    several), which holds only while their modules import neither at module level."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("rclpy")
+    code = (
+        "import sys\n"
+        "import av_scene_vlm.ros.clip_node, av_scene_vlm.ros.caption_node, av_scene_vlm.ros.scene_vlm\n"
+        "import av_scene_vlm.cli.main\n"
+        "heavy = [m for m in ('torch', 'transformers', 'torchvision') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG_DIR)
+    assert proc.returncode == 0, proc.stderr
