@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +41,21 @@ def wait_matched(node: Node, *publishers, timeout: float = 15.0) -> bool:
         return all(pub.get_subscription_count() > 0 and seen_by_node(pub) for pub in publishers)
 
     return wait_for(both_ways, timeout)
+
+
+def run_node_offline(module: str, *params: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a node module as `ros2 run` would, with HF_HUB_OFFLINE=1 and `-p` params; (result, seconds)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = [arg for param in params for arg in ("-p", param)]
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--ros-args", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return proc, time.monotonic() - start
 
 
 class Spinner:

@@ -7,7 +7,6 @@ behaviour, not wording.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,16 @@ from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distan
 from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_helpers import Probe, Spinner, compressed_msg, header, image_msg, wait_for, wait_matched  # noqa: E402
+from ros_helpers import (  # noqa: E402
+    Probe,
+    Spinner,
+    compressed_msg,
+    header,
+    image_msg,
+    run_node_offline,
+    wait_for,
+    wait_matched,
+)
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -319,23 +327,7 @@ def test_scene_vlm_publishes_classification_and_captions(tiny_clip, tiny_qwen) -
 
 
 def test_missing_caption_model_exits_nonzero_quickly() -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "av_scene_vlm.ros.caption_node",
-            "--ros-args",
-            "-p",
-            "caption_model:=acme/no-such-qwen-vl",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    elapsed = time.monotonic() - start
+    proc, elapsed = run_node_offline("av_scene_vlm.ros.caption_node", "caption_model:=acme/no-such-qwen-vl")
     assert proc.returncode == 1
     assert elapsed < 10, f"took {elapsed:.1f}s"
     out = proc.stdout + proc.stderr

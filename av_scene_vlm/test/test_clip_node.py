@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,7 +18,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import Probe, compressed_msg, header, image_msg, wait_for, wait_matched  # noqa: E402
+from ros_helpers import Probe, compressed_msg, header, image_msg, run_node_offline, wait_for, wait_matched  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity  # noqa: E402
@@ -273,26 +270,10 @@ def test_overload_keeps_newest_and_counts_drops(ros, tiny_clip, rng) -> None:
     assert cam._slot is None  # one slot per camera: memory is bounded by design
 
 
-def test_missing_model_exits_nonzero_quickly(tmp_path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "av_scene_vlm.ros.clip_node",
-            "--ros-args",
-            "-p",
-            "model:=acme/no-such-clip",
-            "-p",
-            "labels:=[car, truck]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+def test_missing_model_exits_nonzero_quickly() -> None:
+    proc, elapsed = run_node_offline(
+        "av_scene_vlm.ros.clip_node", "model:=acme/no-such-clip", "labels:=[car, truck]"
     )
-    elapsed = time.monotonic() - start
     assert proc.returncode != 0
     assert elapsed < 10, f"took {elapsed:.1f}s"
     out = proc.stdout + proc.stderr
@@ -349,7 +330,11 @@ def test_smoothing_and_min_publish_period(ros, tiny_clip, rng) -> None:
 
 @pytest.mark.parametrize(
     ("param", "value", "reason"),
-    [("input_reliability", "sometimes", "input_reliability"), ("input_depth", 0, "input_depth")],
+    [
+        ("input_reliability", "sometimes", "input_reliability"),
+        ("input_depth", 0, "input_depth"),
+        ("diagnostics_period", 0.0, "diagnostics_period"),
+    ],
 )
 def test_bad_input_parameters_fail_before_the_model_loads(ros, tmp_path, param, value, reason) -> None:
     ctx, _ = ros

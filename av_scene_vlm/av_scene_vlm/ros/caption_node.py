@@ -270,8 +270,6 @@ class CaptionNode(WorkerNode):
             raise ValueError("caption_scene_change_threshold must be in [0, 2] (cosine distance; 0 = off)")
         if not str(values["caption_prompt"]).strip():
             raise ValueError("caption_prompt must not be empty")
-        if float(values["diagnostics_period"]) <= 0:
-            raise ValueError("diagnostics_period must be > 0")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         new = self._proposed(PARAMETERS, params)

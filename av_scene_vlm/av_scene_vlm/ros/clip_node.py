@@ -207,8 +207,6 @@ class ClipNode(WorkerNode):
             raise ValueError("heatmap_alpha must be in [0, 1]")
         if int(values["heatmap_max_width"]) < 0:
             raise ValueError("heatmap_max_width must be >= 0")
-        if float(values["diagnostics_period"]) <= 0:
-            raise ValueError("diagnostics_period must be > 0")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate changes; label/task changes are applied at once and re-encoded by the worker."""

@@ -57,13 +57,16 @@ def clean_list(values: Sequence[str] | None) -> list[str]:
 
 
 def plan_inputs(node: Node) -> list:  # -> list[Camera]
-    """Validate every INPUT_PARAMETERS value and plan the cameras, before any model is loaded."""
+    """Validate the parameters both nodes share (INPUT_PARAMETERS, diagnostics_period) and plan the
+    cameras, before any model is loaded."""
     from av_scene_vlm.ros.camera_input import check_input_qos, plan_cameras
 
     def p(name: str):
         return node.get_parameter(name).value
 
     check_input_qos(p("input_reliability"), int(p("input_depth")))
+    if float(p("diagnostics_period")) <= 0:
+        raise ValueError("diagnostics_period must be > 0")
     return plan_cameras(clean_list(p("image_topics")), clean_list(p("output_namespaces")), p("input_type"))
 
 
