@@ -24,6 +24,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    # The random-weight models' architectures (tests, demo, benchmarks) are data files.
+    package_data={PACKAGE + ".random_weights": ["model_configs/*.json"]},
     data_files=DATA_FILES,
     python_requires=">=3.11",
     # Loose ranges: a vehicle brings its own CUDA/Jetson torch; dev/CI pins live in

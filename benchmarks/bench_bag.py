@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     from av_scene_vlm.cli.bag import config_templates
     from av_scene_vlm.core.bag import process_bag
     from av_scene_vlm.core.engine import ZeroShotEngine
-    from av_scene_vlm.core.random_clip import build_clip_b32
     from av_scene_vlm.core.tasks import load_tasks_file
+    from av_scene_vlm.random_weights import build_clip_b32
 
     w, h = (int(x) for x in args.size.lower().split("x"))
     realtime = args.cameras * args.rate

@@ -38,7 +38,7 @@ from av_scene_vlm.core.captioner import (
     resolve_caption_dtype,
 )
 from av_scene_vlm.core.models import resolve_device
-from av_scene_vlm.core.random_models import (
+from av_scene_vlm.random_weights import (
     build_tiny_qwen25vl,
     qwen25vl_3b_config,
     random_qwen25vl,

@@ -86,14 +86,15 @@ def build_model(device: str, dtype: str):
     """Random ViT-B/32 CLIP with the real tokenizer, in memory (no download, no disk)."""
     import torch
     from av_scene_vlm.core.models import LoadedClip, resolve_device, resolve_dtype
-    from av_scene_vlm.core.random_clip import build_tokenizer
+    from av_scene_vlm.random_weights import build_clip_tokenizer
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig()).eval().to(dev, dt)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=build_tokenizer(real_bpe=True))
+    tokenizer = build_clip_tokenizer(real_bpe=True)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
     return LoadedClip(model=model, processor=processor, model_id="random ViT-B/32", device=dev, dtype=dt)
 
 

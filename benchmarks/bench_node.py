@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from av_scene_vlm.core.random_clip import build_clip_b32
+    from av_scene_vlm.random_weights import build_clip_b32
 
     with tempfile.TemporaryDirectory() as tmp:
         model = str(build_clip_b32(Path(tmp) / "clip-b32"))

@@ -122,8 +122,7 @@ class Probe(Node):
 
 
 def build_models(tmp: Path) -> tuple[Path, Path]:
-    from av_scene_vlm.core.random_clip import build_clip_b32
-    from av_scene_vlm.core.random_models import build_tiny_qwen25vl, small_qwen25vl_config
+    from av_scene_vlm.random_weights import build_clip_b32, build_tiny_qwen25vl, small_qwen25vl_config
 
     clip = build_clip_b32(tmp / "clip-b32")
     qwen = build_tiny_qwen25vl(tmp / "qwen25vl-small", config=small_qwen25vl_config())

@@ -40,7 +40,7 @@ def choose_model(requested: str, out: Path) -> tuple[str, bool]:
         return requested, True
     except ModelLoadError as exc:
         print(f"[demo] {requested} is not available here: {str(exc).split('. ')[0]}.")
-    from av_scene_vlm.core.random_clip import build_tiny_clip
+    from av_scene_vlm.random_weights import build_tiny_clip
 
     path = out / "random-tiny-clip"
     if not (path / "config.json").is_file():

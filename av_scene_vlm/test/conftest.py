@@ -20,7 +20,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random CLIP checkpoint saved with save_pretrained (loaded like any hub model)."""
-    from av_scene_vlm.core.random_clip import build_tiny_clip
+    from av_scene_vlm.random_weights import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
 
@@ -28,7 +28,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny CLIP with other weights (a different model for swap/mismatch tests)."""
-    from av_scene_vlm.core.random_clip import build_tiny_clip
+    from av_scene_vlm.random_weights import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip-2", seed=1)
 
@@ -41,7 +41,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2.5-VL checkpoint saved with save_pretrained (loaded like the hub model)."""
-    from av_scene_vlm.core.random_models import build_tiny_qwen25vl
+    from av_scene_vlm.random_weights import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(tmp_path_factory.mktemp("models") / "tiny-qwen25vl")
 

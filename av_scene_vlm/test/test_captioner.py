@@ -57,7 +57,7 @@ def test_checkpoint_loads_like_the_hub_model(tiny_qwen: Path) -> None:
 
 
 def test_3b_config_matches_published_architecture() -> None:
-    from av_scene_vlm.core.random_models import qwen25vl_3b_config
+    from av_scene_vlm.random_weights import qwen25vl_3b_config
 
     cfg = qwen25vl_3b_config()
     text, vision = cfg.text_config, cfg.vision_config

@@ -48,7 +48,7 @@ def _model() -> str:
     """A model the node can load offline: $AV_SCENE_VLM_TEST_MODEL, else a tiny random CLIP."""
     if os.environ.get(MODEL_ENV):
         return os.environ[MODEL_ENV]
-    from av_scene_vlm.core.random_clip import build_tiny_clip
+    from av_scene_vlm.random_weights import build_tiny_clip
 
     return str(build_tiny_clip(Path(tempfile.mkdtemp(prefix="av_scene_vlm_launch_")) / "tiny-clip"))
 
