@@ -11,33 +11,37 @@ import cv2
 import numpy as np
 import pytest
 from av_scene_vlm.cli.main import main
-from av_scene_vlm.core.engine import ZeroShotEngine
-from av_scene_vlm.core.tasks import tasks_from_labels
+from clip_reference import clip_reference, photo_prompts
 
 
 @pytest.fixture
 def images(tmp_path, rng) -> list[str]:
+    """A smooth colour gradient (the tiny model's answer depends on its colours: swapped channels or
+    another template change the printed probabilities) and a noise image of an odd shape."""
+    yy, xx = np.mgrid[0:90, 0:160]
+    gradient = np.stack([xx * 255 // 160, yy * 255 // 90, np.full_like(xx, 40)], -1).astype(np.uint8)
     paths = []
-    for i, shape in enumerate([(90, 160, 3), (300, 7, 3)]):
+    for i, rgb in enumerate([gradient, rng.integers(0, 256, (300, 7, 3), dtype=np.uint8)]):
         p = tmp_path / f"frame{i}.png"
-        cv2.imwrite(str(p), rng.integers(0, 256, shape, dtype=np.uint8))
+        cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         paths.append(str(p))
     return paths
 
 
 def test_notebook_output(tiny_clip, images, capsys) -> None:
+    """The printed probabilities are transformers' CLIPModel scores of the image file (reference)."""
     code = main(["classify", *images, "--labels", "car", "truck", "bus", "cycle", "--model", str(tiny_clip)])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    engine = ZeroShotEngine(str(tiny_clip), tasks=tasks_from_labels(["car", "truck", "bus", "cycle"]))
     rgb = cv2.cvtColor(cv2.imread(images[0]), cv2.COLOR_BGR2RGB)
-    expected = engine.classify(rgb)[0].tasks[0]
+    expected = clip_reference(tiny_clip).classify(rgb, {"t": photo_prompts("car", "truck", "bus", "cycle")})
+    ref = expected.tasks["t"]
     assert out[0] == images[0]
-    assert out[1:5] == [
-        f"Probability of {lab}: {p:.3f}"
-        for lab, p in zip(expected.labels, expected.probabilities, strict=True)
-    ]
-    assert out[5] == f"Predicted Label: {expected.label}"
+    labels = [line.removeprefix("Probability of ").split(":")[0] for line in out[1:5]]
+    printed = [float(line.rsplit(": ", 1)[1]) for line in out[1:5]]
+    assert labels == ref.labels and all(line.startswith("Probability of ") for line in out[1:5])
+    np.testing.assert_allclose(printed, ref.probabilities, atol=0.0005 + 1e-4)  # printed with 3 decimals
+    assert out[5] == f"Predicted Label: {ref.label}"
     assert out[6] == images[1] and out[11].startswith("Predicted Label: ")
 
 
@@ -62,24 +66,32 @@ def test_json_output_in_subprocess(tiny_clip, images) -> None:
 
 
 def test_templates_and_config_tasks(tiny_clip, images, capsys, tmp_path) -> None:
+    """--template replaces the default prompt: the output is the reference for 'a {} scene' prompts
+    and differs from the default template's by far more than the tolerance."""
     cfg = tmp_path / "tasks.yaml"
     cfg.write_text("weather: [clear, rain, snow]\ntime_of_day: [day, night]\n")
-    code = main(
-        [
-            "classify",
-            images[0],
-            "--config",
-            str(cfg),
-            "--model",
-            str(tiny_clip),
-            "--template",
-            "a {} scene",
-            "--json",
-        ]
-    )
+    args = ["classify", images[0], "--config", str(cfg), "--model", str(tiny_clip), "--json"]
+    assert main([*args, "--template", "a {} scene"]) == 0
     objs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == 0
     assert [o["task"] for o in objs] == ["weather", "time_of_day"]
+    rgb = cv2.cvtColor(cv2.imread(images[0]), cv2.COLOR_BGR2RGB)
+    labels = {"weather": ["clear", "rain", "snow"], "time_of_day": ["day", "night"]}
+    ref = clip_reference(tiny_clip)
+    scene = ref.classify(rgb, {t: {lab: [f"a {lab} scene"] for lab in ls} for t, ls in labels.items()})
+    photo = ref.classify(rgb, {t: photo_prompts(*ls) for t, ls in labels.items()})
+    for o in objs:
+        assert o["labels"] == labels[o["task"]]
+        np.testing.assert_allclose(o["probabilities"], scene.tasks[o["task"]].probabilities, atol=1e-4)
+    gap = max(np.abs(scene.tasks[t].probabilities - photo.tasks[t].probabilities).max() for t in labels)
+    assert gap > 1e-2, "the two templates score alike: this test could not tell them apart"
+    # Two templates are ensembled: each label's prompts averaged, as in the reference.
+    assert main([*args, "--template", "a {} scene", "--template", "a photo of a {}."]) == 0
+    objs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    both = ref.classify(
+        rgb, {t: {lab: [f"a {lab} scene", f"a photo of a {lab}."] for lab in ls} for t, ls in labels.items()}
+    )
+    for o in objs:
+        np.testing.assert_allclose(o["probabilities"], both.tasks[o["task"]].probabilities, atol=1e-4)
 
 
 def test_errors_exit_2(tiny_clip, images, tmp_path, capsys) -> None:

@@ -48,17 +48,24 @@ def test_parity_with_pipeline(engine, pipe, rng, shape) -> None:
 
 
 def test_parity_on_structured_images(engine, pipe) -> None:
-    """Smooth images (not noise) where resize details matter most; labels differ across images."""
+    """Smooth images (not noise) where resize details matter most.
+
+    The tiny random model picks the same label for all of them, so the check that matters is that
+    its probabilities move between images by far more than the tolerance: parity with the pipeline
+    then means the engine follows each image, not that both give a near-constant answer.
+    """
     yy, xx = np.mgrid[0:360, 0:640]
-    picks = set()
+    probs = []
     for k in range(6):
         image = np.stack([(xx * (k + 1)) % 256, (yy * (k + 2)) % 256, ((xx + yy) * (k + 3)) % 256], -1)
         image = image.astype(np.uint8)
         result = engine.classify(image)[0].tasks[0]
         ref = _reference(pipe, image, LABELS)
         np.testing.assert_allclose(result.probabilities, ref, atol=1e-4, rtol=0)
-        picks.add(result.label)
-    assert picks, "no predictions"
+        assert result.label == LABELS[int(np.argmax(ref))]
+        probs.append(result.probabilities)
+    spread = np.ptp(np.stack(probs), axis=0).max()
+    assert spread > 100 * 1e-4, f"outputs barely change across images ({spread:.2e}): parity proves little"
 
 
 def test_batch_equals_single_frames(engine, rng) -> None:
