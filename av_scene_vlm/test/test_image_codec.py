@@ -1,7 +1,9 @@
 """Tests for core.image_codec against real OpenCV conversions (no mocks).
 
-The reference decoder below is written independently of the module (contiguous copies, explicit
-byte order, cv_bridge's conversion table) so a shared mistake in the strided-view code would show.
+The reference decoder below is written independently of the module: contiguous copies, explicit
+byte order, and OpenCV's cvtColor with the conversion codes that ROS's cv_bridge uses (its
+getConversionCodes() table, transcribed here). cv_bridge itself is not installable in this
+environment, so it is never run: "cv_bridge" below names the convention, OpenCV does the work.
 """
 
 from __future__ import annotations
@@ -171,16 +173,25 @@ def test_mono16_takes_high_byte_of_the_declared_byte_order() -> None:
     assert np.abs(out.astype(int) - np.rint(every * (255 / 65535))).max() <= 1
 
 
-def test_bayer_mapping_follows_cv_bridge_and_opencv_aliases() -> None:
+@pytest.mark.parametrize("encoding", sorted(CV_BRIDGE_BAYER))
+def test_bayer_mapping_follows_cv_bridge_and_opencv_aliases(encoding: str) -> None:
+    """The reference's cv_bridge codes mean the pattern the ROS name spells: on a flat-colour mosaic
+    laid out by hand, OpenCV decodes them to that colour; and they equal OpenCV's self-describing
+    names (present in every OpenCV this project pins; a missing name fails, it is not skipped)."""
     alias = {
         "bayer_rggb8": "COLOR_BayerRGGB2RGB",
         "bayer_bggr8": "COLOR_BayerBGGR2RGB",
         "bayer_gbrg8": "COLOR_BayerGBRG2RGB",
         "bayer_grbg8": "COLOR_BayerGRBG2RGB",
-    }
-    for encoding, code in CV_BRIDGE_BAYER.items():
-        if hasattr(cv2, alias[encoding]):  # OpenCV's self-describing names agree with cv_bridge
-            assert getattr(cv2, alias[encoding]) == code
+    }[encoding]
+    colour = {"r": 200, "g": 100, "b": 30}
+    mosaic = np.empty((8, 10), np.uint8)
+    for i, letter in enumerate(encoding[len("bayer_") : len("bayer_") + 4]):
+        mosaic[i // 2 :: 2, i % 2 :: 2] = colour[letter]
+    out = cv2.cvtColor(mosaic, CV_BRIDGE_BAYER[encoding])
+    np.testing.assert_array_equal(out[2:-2, 2:-2], np.broadcast_to([200, 100, 30], (4, 6, 3)))
+    assert hasattr(cv2, alias), f"OpenCV {cv2.__version__} has no {alias}"
+    assert getattr(cv2, alias) == CV_BRIDGE_BAYER[encoding]
 
 
 @pytest.mark.parametrize("encoding", sorted(CV_BRIDGE_BAYER))
@@ -235,18 +246,22 @@ def test_numpy_yuv422_fallback_agrees_with_opencv(uyvy: bool) -> None:
     ours = cv2.cvtColor(_rgb_to_yuv422_numpy(rgb, uyvy), code)
     assert np.abs(ours.astype(int) - rgb).max() <= 3
     forward = "COLOR_RGB2YUV_UYVY" if uyvy else "COLOR_RGB2YUV_YUY2"
-    if hasattr(cv2, forward):
-        theirs = cv2.cvtColor(cv2.cvtColor(rgb, getattr(cv2, forward)), code)
-        assert np.abs(ours.astype(int) - theirs).max() <= 2
+    # OpenCV >= 4.9 has the forward conversion (the pinned one does): a missing name fails here.
+    assert hasattr(cv2, forward), f"OpenCV {cv2.__version__} has no {forward}"
+    theirs = cv2.cvtColor(cv2.cvtColor(rgb, getattr(cv2, forward)), code)
+    assert np.abs(ours.astype(int) - theirs).max() <= 2
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
-def test_cv_bridge_aliases(alias: str) -> None:
-    rgb = _image(5, 8, seed=5)
-    data, step = encode_raw(rgb, ALIASES[alias], step_padding=2)
-    expected = decode_raw(ALIASES[alias], 5, 8, step, False, data)
-    np.testing.assert_array_equal(decode_raw(alias, 5, 8, step, False, data), expected)
-    assert encode_raw(rgb, alias, step_padding=2) == (data, step)
+def test_encoding_aliases_decode_like_opencv(alias: str) -> None:
+    """OpenCV type names (8UC3 = BGR, as cv_bridge reads them) and FourCC names (uyvy, yuyv): random
+    bytes under the alias decode exactly as OpenCV converts them under the canonical encoding."""
+    height, width, step = 5, 8, 8 * BYTES_PER_PIXEL[ALIASES[alias]] + 2
+    data = np.random.default_rng(5).integers(0, 256, height * step, dtype=np.uint8).tobytes()
+    out = decode_raw(alias, height, width, step, False, data)
+    np.testing.assert_array_equal(out, _reference(ALIASES[alias], data, height, width, step, False))
+    rgb = _image(height, width, seed=5)  # the encoder accepts the alias as the same encoding
+    assert encode_raw(rgb, alias, step_padding=2) == encode_raw(rgb, ALIASES[alias], step_padding=2)
 
 
 def test_encoding_whitespace_tolerated_but_case_sensitive() -> None:
@@ -457,18 +472,28 @@ def test_decode_compressed_errors(fmt: object, data: object, message: str) -> No
 
 
 def test_fuzz_compressed_only_image_decode_error() -> None:
+    """Junk, truncated and valid-with-trailing-junk payloads: each one either decodes to what
+    cv2.imdecode gives or raises ImageDecodeError where imdecode fails; both outcomes must occur."""
     rng = np.random.default_rng(99)
-    valid = encode_compressed(_image(6, 7, seed=15), "jpeg")
-    prefixes = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", valid[:40]]
-    for i in range(100):
+    jpeg = encode_compressed(_image(6, 7, seed=15), "jpeg")
+    png = encode_compressed(_image(5, 9, seed=16), "png")
+    prefixes = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", jpeg[:40], jpeg, png]
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(120):
         payload = (
             prefixes[i % len(prefixes)] + rng.integers(0, 256, int(rng.integers(0, 200)), np.uint8).tobytes()
         )
+        theirs = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if payload else None
         try:
             out = decode_compressed("jpeg", payload)
         except ImageDecodeError:
+            assert theirs is None, f"payload {i}: OpenCV decodes it, decode_compressed refused"
+            outcomes["error"] += 1
             continue
-        assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8
+        assert theirs is not None, f"payload {i}: decoded although OpenCV cannot"
+        np.testing.assert_array_equal(out, cv2.cvtColor(theirs, cv2.COLOR_BGR2RGB))
+        outcomes["ok"] += 1
+    assert outcomes["ok"] >= 30 and outcomes["error"] >= 30, outcomes  # both branches really exercised
 
 
 def test_decode_compressed_without_imread_color_rgb(monkeypatch: pytest.MonkeyPatch) -> None:
