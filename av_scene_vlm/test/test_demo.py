@@ -13,7 +13,11 @@ pytest.importorskip("rclpy")
 
 
 def test_demo_runs_and_saves_heatmap(tmp_path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    """The random-model fallback is forced with an empty Hugging Face cache, so the test takes the
+    same path on a machine that has the real CLIP cached as on one that has not."""
+    empty = tmp_path / "empty-hf-home"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(empty), HF_HUB_CACHE=str(empty / "hub"))
+    env.pop("TRANSFORMERS_CACHE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "av_scene_vlm.demo", "--frames", "12", "--rate", "10", "--out", str(tmp_path)],
         capture_output=True,
@@ -23,7 +27,8 @@ def test_demo_runs_and_saves_heatmap(tmp_path) -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "FALLING BACK to a RANDOM test model" in out  # no real weights on this machine
+    assert "FALLING BACK to a RANDOM test model" in out  # the cache is empty
+    assert f"random model {tmp_path / 'random-tiny-clip'}" in out
     assert "/demo/front/scene/classification" in out and "/demo/rear/scene/heatmap" in out
     heatmap = cv2.imread(str(tmp_path / "heatmap.png"))
     assert heatmap is not None and heatmap.shape == (480, 640, 3)
