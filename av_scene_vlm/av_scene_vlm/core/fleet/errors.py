@@ -1,0 +1,24 @@
+"""The fleet index's exception, and the check for its optional dependencies (LanceDB, Ray)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+EXTRA_HINT = "install the optional extra: pip install 'av_scene_vlm[fleet]' (LanceDB and Ray)"
+
+
+class FleetError(Exception):
+    """The index cannot be built, opened or searched; the message says why and what to do."""
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency, or FleetError naming the extra that provides it."""
+    for var in ("LANCE_LOG", "LANCEDB_LOG"):  # Lance logs routine events as warnings on stderr
+        os.environ.setdefault(var, "error")
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        raise FleetError(f"{top} is not installed ({exc}); {EXTRA_HINT}") from None
