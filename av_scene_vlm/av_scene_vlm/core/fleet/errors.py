@@ -6,6 +6,10 @@ import importlib
 import os
 from types import ModuleType
 
+# Lance logs routine events ("dataset will be created") as warnings on stderr; set before its import.
+for _var in ("LANCE_LOG", "LANCEDB_LOG"):
+    os.environ.setdefault(_var, "error")
+
 EXTRA_HINT = "install the optional extra: pip install 'av_scene_vlm[fleet]' (LanceDB and Ray)"
 
 
@@ -15,8 +19,6 @@ class FleetError(Exception):
 
 def require(module: str) -> ModuleType:
     """Import an optional dependency, or FleetError naming the extra that provides it."""
-    for var in ("LANCE_LOG", "LANCEDB_LOG"):  # Lance logs routine events as warnings on stderr
-        os.environ.setdefault(var, "error")
     try:
         return importlib.import_module(module)
     except ImportError as exc:

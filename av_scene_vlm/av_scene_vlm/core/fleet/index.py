@@ -205,7 +205,9 @@ def fail(task: BagTask, why: str, summary: IndexSummary, bar: Any) -> None:
     """Report a bag that could not be indexed (on stderr above the bar, and in the summary)."""
     summary.failed[str(task.path)] = why
     if not bar.disable:  # with a bar, say it now; the summary lists it at the end anyway
-        bar.write(f"skipped {why}" if str(task.path) in why else f"skipped '{task.path}': {why}", file=sys.stderr)
+        bar.write(
+            f"skipped {why}" if str(task.path) in why else f"skipped '{task.path}': {why}", file=sys.stderr
+        )
 
 
 def _run_local(

@@ -103,7 +103,7 @@ class FleetIndex:
             raise FleetError(f"cannot open index '{uri}': {exc}") from None
 
     def _table_names(self) -> set[str]:
-        return set(self.db.table_names())
+        return _tables(self.db)
 
     @classmethod
     def open(cls, uri: str, *, storage_options: dict | None = None) -> FleetIndex:
@@ -265,6 +265,10 @@ def _sub_vectors(dim: int) -> int:
     return 1
 
 
+def _tables(db: Any) -> set[str]:
+    return set(db.list_tables().tables)
+
+
 def _hex(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]+", value):
         raise FleetError(f"not a content hash: {value!r}")
@@ -272,7 +276,7 @@ def _hex(value: str) -> str:
 
 
 def _read_info(db: Any) -> IndexInfo | None:
-    if META not in set(db.table_names()):
+    if META not in _tables(db):
         return None
     rows = db.open_table(META).to_arrow().column("info").to_pylist()
     if not rows:
