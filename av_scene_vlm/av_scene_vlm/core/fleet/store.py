@@ -232,14 +232,9 @@ class FleetIndex:
             )
         parts = num_partitions or int(min(4096, max(1, round(n**0.5))))
         subs = num_sub_vectors or _sub_vectors(self.info.dim)
-        self.frames.create_index(
-            metric="cosine",
-            vector_column_name="vector",
-            index_type="IVF_PQ",
-            num_partitions=parts,
-            num_sub_vectors=subs,
-            replace=True,
-        )
+        index = require("lancedb.index")
+        config = index.IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=subs)
+        self.frames.create_index("vector", config=config, replace=True)
 
     def optimize(self) -> None:
         """Compact the small files of many appends and add new rows to an existing ANN index."""
