@@ -106,7 +106,7 @@ def test_filters_return_exactly_the_matching_rows(indexed) -> None:
     ]:
         want = {(r["bag_hash"], r["topic"], r["stamp"]) for r in table if match(r)}
         got = {(h.bag_hash, h.topic, h.stamp) for h in search_index(index, q, top_k=100, where=where)}
-        assert got == want and 0 < len(want), where
+        assert got == want and len(want) > 0, where
     assert len({r["topic"] for r in table}) == 2 and 0 < len(want) < len(table)
     with pytest.raises(FleetError, match="No field named nope"):
         search_index(index, q, where="nope = 1")

@@ -51,7 +51,9 @@ def init_ray(options: Any) -> Any:
 
     ray = require("ray")
     require("ray.data")
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines between our bar
+    # Ray Data's per-dataset lines (and its note that we turned its progress bars off) would
+    # interleave with our frame counter; errors still show.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     if not ray.is_initialized():
         kwargs = dict(options.init_kwargs)
         kwargs.setdefault("include_dashboard", False)
