@@ -230,7 +230,7 @@ class FleetIndex:
             raise FleetError(
                 f"an ANN index needs at least 256 rows (the index has {n}); exact search is used"
             )
-        parts = num_partitions or int(min(4096, max(1, round(n**0.5))))
+        parts = num_partitions or max(1, n // 4096)  # ~4k rows per partition (1M rows: 244)
         subs = num_sub_vectors or _sub_vectors(self.info.dim)
         index = require("lancedb.index")
         config = index.IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=subs)
