@@ -62,21 +62,7 @@ def write_bag(path: Path, storage: str, seed: int, n: int = 3) -> list[Frame]:
 
 
 def write_corrupt(path: Path) -> None:
-    """A bag directory whose mcap file is junk (its metadata claims 3 image messages)."""
-    path.mkdir(parents=True)
-    (path / "junk_0.mcap").write_bytes(np.random.default_rng(7).integers(0, 256, 4096, np.uint8).tobytes())
-    (path / "metadata.yaml").write_text(
-        "rosbag2_bagfile_information:\n"
-        "  version: 5\n"
-        "  storage_identifier: mcap\n"
-        "  relative_file_paths: [junk_0.mcap]\n"
-        "  duration: {nanoseconds: 10}\n"
-        "  starting_time: {nanoseconds_since_epoch: 0}\n"
-        "  message_count: 3\n"
-        "  topics_with_message_count:\n"
-        "    - topic_metadata: {name: /cam/image_raw, type: sensor_msgs/msg/Image,"
-        " serialization_format: cdr, offered_qos_profiles: ''}\n"
-        "      message_count: 3\n"
-        "  compression_format: ''\n"
-        "  compression_mode: ''\n"
-    )
+    """A real mcap bag whose data file is then overwritten with junk (metadata.yaml left intact)."""
+    write_bag(path, "mcap", 99, n=1)
+    (data,) = path.glob("*.mcap")
+    data.write_bytes(np.random.default_rng(7).integers(0, 256, data.stat().st_size, np.uint8).tobytes())
