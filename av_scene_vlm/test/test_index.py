@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from av_scene_vlm.cli.main import main
-from av_scene_vlm.core.fleet import EngineSpec, FleetError, FleetIndex, content_hash, index_bags
+from av_scene_vlm.core.fleet import EngineSpec, FleetError, FleetIndex, RayOptions, content_hash, index_bags
 from av_scene_vlm.core.tasks import parse_tasks
 from fleet_bags import FRONT, REAR, write_bag, write_corrupt
 
@@ -184,3 +184,68 @@ def test_frames_of_requested_topics_only(tmp_path, fleet, spec, engine) -> None:
         [root / "drive_a", root / "2026"], tmp_path / "db", spec, engine=engine, progress=False, topics=[REAR]
     )
     assert s.frames == 8 and {r["topic"] for r in rows(tmp_path / "db")} == {REAR}
+
+
+class FakeCaptioner:
+    """Anything with `.caption(rgb)` returning an object with `.text` serves (as in `bag`)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def caption(self, rgb: np.ndarray):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        return SimpleNamespace(text=f"scene {rgb.shape[1]}x{rgb.shape[0]}")
+
+
+def test_captions_every_period_of_bag_time(tmp_path, fleet, spec, engine) -> None:
+    root, _ = fleet
+    cap = FakeCaptioner()
+    index_bags(
+        [root / "drive_a"],
+        tmp_path / "db",
+        spec,
+        engine=engine,
+        captioner=cap,
+        caption_every=1.0,
+        progress=False,
+    )
+    table = sorted(rows(tmp_path / "db"), key=lambda r: (r["topic"], r["stamp"]))
+    # frames 0.5 s apart, a caption per camera every 1 s of bag time: frames 0 and 2 of each camera
+    assert [r["caption"] for r in table] == [
+        "scene 64x40",
+        None,
+        "scene 64x40",
+        "scene 32x48",
+        None,
+        "scene 32x48",
+    ]
+    assert cap.calls == 4
+
+
+def test_missing_extra_is_one_line(tmp_path, tiny_clip) -> None:
+    """Without LanceDB (the `fleet` extra) `index` and `search --db` say what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['lancedb'] = None\n"
+        "from av_scene_vlm.cli.main import main\n"
+        f"rc = main(['index', {str(tmp_path)!r}, '--db', {str(tmp_path / 'db')!r}, '--labels', 'a', 'b'])\n"
+        f"rc2 = main(['search', '--db', {str(tmp_path / 'db')!r}, 'a car'])\n"
+        "sys.exit(10 * rc + rc2)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 22, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("pip install 'av_scene_vlm[fleet]'" in line for line in lines), lines
+    assert lines[0].startswith("av-scene-vlm index: error: lancedb is not installed")
+
+
+def test_ray_actor_resources() -> None:
+    from av_scene_vlm.core.fleet.ray_index import actor_resources
+
+    assert actor_resources(RayOptions(num_gpus=4)) == (4, {"num_gpus": 1.0, "num_cpus": 1.0})
+    assert actor_resources(RayOptions(num_gpus=0.5)) == (1, {"num_gpus": 0.5, "num_cpus": 1.0})
+    assert actor_resources(RayOptions(actors=3)) == (3, {"num_cpus": 1.0})

@@ -158,9 +158,8 @@ def test_cli_search_db_table_and_contact_sheet(indexed, tmp_path, tiny_clip, tin
     root, _, _ = indexed
     png = tmp_path / "sheet.png"
     db = str(root / "db")
-    code = main(
-        ["search", "--db", db, QUERY, "--top-k", "4", "--out", str(png), "--where", "frame_id = 'rear_cam'"]
-    )
+    where = ["--where", "frame_id = 'rear_cam'", "--topics", "/rear/image_raw/compressed", "/front/image_raw"]
+    code = main(["search", "--db", db, QUERY, "--top-k", "4", "--out", str(png), *where])
     out = capsys.readouterr().out.splitlines()
     assert code == 0, out
     assert out[0].split() == ["rank", "score", "bag", "topic", "stamp", "frame_id"]

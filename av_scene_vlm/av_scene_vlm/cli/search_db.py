@@ -49,6 +49,12 @@ def run_db(args: argparse.Namespace) -> int:
         raise CliError("--top-k must be >= 1")
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise CliError(f"--out '{args.out}' must end in .png")
+    if args.no_embeddings:
+        raise CliError("--no-embeddings is for one bag; an index searches its stored embeddings")
+    where = args.where
+    if args.topics:  # the same restriction as for one bag, as a filter on the topic column
+        quoted = ", ".join("'" + t.replace("'", "''") + "'" for t in args.topics)
+        where = f"topic IN ({quoted})" + (f" AND ({where})" if where else "")
     image = read_image(args.image) if args.image else None
     try:
         index = FleetIndex.open(args.db)
