@@ -15,8 +15,8 @@ import numpy as np
 from .errors import FleetError
 from .store import FleetIndex
 
-NPROBES = 32  # IVF partitions searched (of ~sqrt(rows))
-REFINE_FACTOR = 10  # PQ candidates re-ranked exactly: top_k × this
+NPROBES = 32  # IVF partitions searched (of rows / 4096: 244 at 1M rows)
+REFINE_FACTOR = 20  # PQ candidates re-ranked exactly: top_k × this (10 gave recall@10 0.76 at 1M)
 
 
 @dataclass
