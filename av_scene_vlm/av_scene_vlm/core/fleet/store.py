@@ -28,6 +28,7 @@ SCHEMA_VERSION = 1
 BASE_COLUMNS = ("bag", "bag_hash", "topic", "stamp", "frame_id", "bag_time", "vector", "caption", "thumbnail")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 ANN_MIN_ROWS = 100_000  # below: exact search; at or above: an ANN index is built automatically
+ANN_MIN_TRAIN_ROWS = 256  # PQ codebooks need at least this many rows
 
 
 @dataclass
@@ -226,7 +227,7 @@ class FleetIndex:
     ) -> None:
         """(Re)build the IVF-PQ index on `vector` (cosine); searches then re-rank with exact vectors."""
         n = self.count()
-        if n < 256:
+        if n < ANN_MIN_TRAIN_ROWS:
             raise FleetError(
                 f"an ANN index needs at least 256 rows (the index has {n}); exact search is used"
             )
@@ -244,7 +245,7 @@ class FleetIndex:
     def maybe_build_ann_index(self, force: bool | None, threshold: int = ANN_MIN_ROWS) -> bool:
         """Build the ANN index when forced, or (force None) when the index reaches `threshold` rows
         and has none yet; returns whether one was built."""
-        if force is False:
+        if force is False or self.count() < ANN_MIN_TRAIN_ROWS:  # too few to train: exact search
             return False
         if force or (self.count() >= threshold and not self.has_ann_index()):
             self.build_ann_index()
