@@ -41,7 +41,12 @@ setup(
         "tqdm>=4.60",
         "rosbags>=0.10",
     ],
-    extras_require={"test": ["pytest"], "caption": ["torchvision>=0.16"]},
+    extras_require={
+        "test": ["pytest"],
+        "caption": ["torchvision>=0.16"],
+        # `av-scene-vlm index` / `search --db` (LanceDB) and `index --ray` (Ray Data).
+        "fleet": ["lancedb>=0.25", "pyarrow>=16", "ray[data]>=2.40"],
+    },
     zip_safe=True,
     maintainer="av_scene_vlm maintainers",
     maintainer_email="maintainers@av-scene-vlm.dev",

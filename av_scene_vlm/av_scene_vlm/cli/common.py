@@ -25,11 +25,20 @@ def quiet_hub() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def add_clip_args(parser: argparse.ArgumentParser) -> None:
-    """--model/--device/--dtype for CLIP-based commands."""
-    parser.add_argument(
-        "--model", default=DEFAULT_CLIP_MODEL, help="hub id or local directory (default: %(default)s)"
-    )
+def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False) -> None:
+    """--model/--device/--dtype for CLIP-based commands (`recorded_model`: the model defaults to the
+    one the searched embeddings were computed with)."""
+    if recorded_model:
+        parser.add_argument(
+            "--model",
+            default=None,
+            help=f"hub id or local directory (default: the model recorded with the embeddings, else "
+            f"{DEFAULT_CLIP_MODEL})",
+        )
+    else:
+        parser.add_argument(
+            "--model", default=DEFAULT_CLIP_MODEL, help="hub id or local directory (default: %(default)s)"
+        )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     parser.add_argument(
         "--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (default: %(default)s)"

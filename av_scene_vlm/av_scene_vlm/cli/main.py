@@ -19,7 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("av_scene_vlm.cli.plot", "Classify images and save them as a titled grid (PNG)."),
     "similarity": ("av_scene_vlm.cli.similarity", "Image-text cosine similarity matrix (PNG and/or JSON)."),
     "bag": ("av_scene_vlm.cli.bag", "Classify every frame of a rosbag2 offline; write a new bag."),
-    "search": ("av_scene_vlm.cli.search", "Find the frames of a bag that best match a sentence."),
+    "search": (
+        "av_scene_vlm.cli.search",
+        "Find the frames of a bag, or of a fleet index, matching a sentence.",
+    ),
+    "index": ("av_scene_vlm.cli.index", "Index every frame of many bags into a searchable vector store."),
 }
 
 

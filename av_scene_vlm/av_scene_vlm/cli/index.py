@@ -1,0 +1,124 @@
+"""`av-scene-vlm index BAG_OR_DIR... --db DB`: every frame of many drives into one searchable index.
+
+Why: finding "a child crossing the road at night" across a fleet's drives needs every frame's
+embedding in a real vector store, built incrementally as drives arrive, on one machine or a Ray
+cluster (`--ray`). Tasks come from the vehicle config like `bag`; their top labels become columns
+for `search --where`. Exit codes: 0 ok, 1 some bags could not be read (the others are indexed),
+2 bad option/model/index (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from av_scene_vlm.cli.bag import tasks_and_templates
+from av_scene_vlm.cli.common import CliError, add_clip_args, quiet_hub, run_guarded
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the index options on `parser`."""
+    parser.add_argument(
+        "bags", nargs="+", metavar="BAG_OR_DIR", help="bags, or directories searched for bags"
+    )
+    parser.add_argument("--db", required=True, help="index: a local directory or an object-store URI")
+    parser.add_argument("--config", help="YAML with tasks (default: the package's config/scene_vlm.yaml)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
+    parser.add_argument(
+        "--template", action="append", metavar="T", help="prompt template with '{}'; repeatable"
+    )
+    parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="image topics (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per engine call (default: 16)")
+    parser.add_argument(
+        "--caption-every",
+        type=float,
+        metavar="SEC",
+        help="caption each camera every SEC seconds of bag time with --caption-model (default: off)",
+    )
+    parser.add_argument(
+        "--caption-model", default="Qwen/Qwen2.5-VL-3B-Instruct", help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--build-index",
+        action="store_true",
+        help="build the ANN index now (default: automatically once the index has 100,000 frames)",
+    )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on Ray Data: a cluster's ADDRESS (e.g. ray://head:10001, auto), or none for this machine",
+    )
+    parser.add_argument(
+        "--num-gpus", type=float, default=0.0, help="with --ray: GPUs in all, one model actor each"
+    )
+    parser.add_argument(
+        "--actors", type=int, default=1, help="with --ray and no GPUs: model actors (default: 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_clip_args(parser)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from av_scene_vlm.core.fleet import EngineSpec, FleetError, RayOptions, find_bags, index_bags
+    from av_scene_vlm.core.fleet.errors import require
+    from av_scene_vlm.core.models import ModelLoadError, ensure_available
+
+    if args.batch_size < 1 or args.actors < 1 or args.num_gpus < 0:
+        raise CliError("--batch-size and --actors must be >= 1, --num-gpus >= 0")
+    if args.ray is None and (args.num_gpus or args.actors != 1):
+        raise CliError("--num-gpus and --actors need --ray")
+    try:
+        require("lancedb")
+        if args.ray is not None:
+            require("ray")
+        bags = find_bags(args.bags)  # a typo fails before any model loads
+    except FleetError as exc:
+        raise CliError(str(exc)) from None
+    if not bags:
+        raise CliError(f"no bags (.mcap, .db3 or directories with metadata.yaml) under {' '.join(args.bags)}")
+    tasks, templates = tasks_and_templates(args)
+    quiet_hub()
+    captions = args.caption_every is not None
+    try:
+        ensure_available(args.model)
+        if captions:
+            ensure_available(args.caption_model)
+        spec = EngineSpec.create(
+            args.model,
+            tasks=tasks,
+            templates=templates,
+            device=args.device,
+            dtype=args.dtype,
+            caption_model=args.caption_model if captions else None,
+        )
+        ray = None
+        if args.ray is not None:
+            ray = RayOptions(address=args.ray or None, num_gpus=args.num_gpus, actors=args.actors)
+        s = index_bags(
+            bags,
+            args.db,
+            spec,
+            topics=args.topics,
+            caption_every=args.caption_every,
+            batch_size=args.batch_size,
+            build_index=True if args.build_index else None,
+            progress=not args.no_progress,
+            ray=ray,
+        )
+    except (FleetError, ModelLoadError) as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"indexed {len(s.indexed)} bags ({s.frames} frames, {s.bad_frames} bad) in {s.seconds:.1f} s, "
+        f"{s.fps:.1f} frames/s; skipped {len(s.skipped)} already indexed; failed {len(s.failed)}"
+    )
+    for bag, why in s.failed.items():
+        print(f"failed: {bag}: {why}")
+    ann = "ANN (IVF-PQ)" if s.ann_index else "exact search"
+    print(f"index: {s.db}: {s.rows} frames, model {s.model_id}, {ann}")
+    return 1 if s.failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for `av-scene-vlm index`."""
+    return run_guarded(_run, args)

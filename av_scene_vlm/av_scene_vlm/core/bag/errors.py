@@ -1,0 +1,20 @@
+"""The one exception of the bag code, and how a library error becomes a short reason in its message."""
+
+from __future__ import annotations
+
+
+class BagError(Exception):
+    """The bag cannot be processed or searched; the message says which file and why."""
+
+
+def reason(exc: BaseException) -> str:
+    """First line of an exception's text (at most 300 characters), or its type's name."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def check_positive(name: str, value: object) -> int:
+    """`value` when it is a positive int (not a bool), else BagError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BagError(f"{name} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,268 @@
+"""`index_bags`: every image frame of many bags into the fleet index, incrementally.
+
+Order of work: find the bags, open (or create) the index for the run's model and tasks — refusing
+another model's index before anything heavy —, name each bag by its content hash and skip those
+already complete, then decode → embed → write bag by bag (in this process, or on Ray with
+`ray=RayOptions(...)`), and finally compact the tables and build the ANN index when due.
+A bag that cannot be read is reported in `failed` and leaves no rows; the others proceed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bag.errors import BagError, reason
+from ..bag.prefetch import prefetch
+from .discover import content_hash, find_bags
+from .errors import FleetError
+from .frames import BagCounts, count_frames, decode_bag, embed_batch
+from .spec import EngineSpec
+from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo
+
+OnRows = Callable[[str, int], None]
+"""Called after each commit of a bag's rows with (bag path, rows of that bag committed so far)."""
+
+
+@dataclass
+class RayOptions:
+    """Run the job on Ray Data: `address` None = start Ray on this machine; `num_gpus` in all (one
+    model actor per GPU, or one sharing a fraction); `actors` model actors when there are no GPUs."""
+
+    address: str | None = None
+    num_gpus: float = 0.0
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    init_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class IndexSummary:
+    """What `index_bags` did."""
+
+    db: str
+    model_id: str
+    bags: int  # found
+    indexed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already indexed (same content)
+    failed: dict[str, str] = field(default_factory=dict)  # bag -> reason
+    frames: int = 0  # rows added by this run
+    bad_frames: int = 0
+    rows: int = 0  # rows in the index after the run
+    seconds: float = 0.0
+    fps: float = 0.0
+    ann_index: bool = False  # the index has an ANN index after the run
+    ann_built: bool = False  # this run built it
+
+
+@dataclass
+class BagTask:
+    """One bag of the run, named by its content."""
+
+    path: Path
+    bag_hash: str = ""
+
+
+def embedding_dim(spec: EngineSpec, engine: Any | None = None) -> int:
+    """The model's embedding size, from the loaded engine or the model's config (no weights)."""
+    if engine is not None:
+        return int(engine.encode_texts(["a"]).shape[1])
+    from transformers import AutoConfig
+
+    from ..models import DEFAULT_CLIP_MODEL, ModelLoadError, from_pretrained
+
+    config = from_pretrained(AutoConfig, spec.model, example=DEFAULT_CLIP_MODEL)
+    dim = getattr(config, "projection_dim", None)
+    if not dim:
+        raise ModelLoadError(
+            f"model '{spec.model}' is not a CLIP-family model: its config has no projection_dim"
+        )
+    return int(dim)
+
+
+def index_info(spec: EngineSpec, dim: int) -> IndexInfo:
+    """The index metadata of a run of `spec`."""
+    return IndexInfo(
+        model_id=spec.model,
+        dim=dim,
+        tasks={t.name: t.label_names for t in spec.tasks},
+        templates=list(spec.templates),
+    )
+
+
+def index_bags(
+    paths: Sequence[str | Path],
+    db: str | Path,
+    spec: EngineSpec,
+    *,
+    topics: Sequence[str] | None = None,
+    caption_every: float | None = None,
+    batch_size: int = 16,
+    build_index: bool | None = None,
+    ann_min_rows: int = ANN_MIN_ROWS,
+    progress: bool = True,
+    on_rows: OnRows | None = None,
+    commit_rows: int = 1024,
+    engine: Any | None = None,
+    captioner: Any | None = None,
+    ray: RayOptions | None = None,
+    storage_options: dict | None = None,
+) -> IndexSummary:
+    """Index every image frame of the bags under `paths` into the LanceDB index at `db`.
+
+    `spec` names the model and tasks (recorded in the index; another model's index is refused);
+    `engine`/`captioner` may be given already loaded for the in-process path. `build_index`: None =
+    build the ANN index once the index has `ann_min_rows` rows, True = now, False = never.
+    `on_rows` is called after every commit (`commit_rows` rows). Raises FleetError (index problems)
+    and ModelLoadError; bag problems are reported in the summary's `failed`.
+    """
+    t0 = time.perf_counter()
+    if not spec.tasks:
+        raise FleetError("no tasks: give labels or a tasks config (their top labels become columns)")
+    bags = find_bags(paths)
+    if engine is None and ray is None:
+        engine = spec.build()
+    if captioner is None and ray is None and caption_every is not None:
+        captioner = spec.build_captioner()
+    store = FleetIndex.open_or_create(
+        str(db),
+        index_info(spec, embedding_dim(spec, engine)),
+        storage_options=storage_options,
+        commit_rows=commit_rows,
+    )
+    summary = IndexSummary(db=str(db), model_id=spec.model, bags=len(bags))
+    tasks = [BagTask(p) for p in bags]
+    totals = {t.path: _expected(t.path, topics) for t in tasks}
+    bar = _progress_bar(sum(totals.values()), progress)
+    with bar:
+        if ray is None:
+            _run_local(
+                tasks,
+                store,
+                engine,
+                captioner,
+                summary,
+                totals,
+                bar,
+                topics,
+                caption_every,
+                batch_size,
+                on_rows,
+            )
+        else:
+            from .ray_index import run_ray
+
+            run_ray(tasks, store, spec, ray, summary, totals, bar, topics, caption_every, batch_size, on_rows)
+    if summary.frames:
+        store.optimize()
+    summary.ann_built = store.maybe_build_ann_index(build_index, ann_min_rows) if store.count() else False
+    summary.ann_index = store.has_ann_index()
+    summary.rows = store.count()
+    summary.seconds = time.perf_counter() - t0
+    summary.fps = summary.frames / summary.seconds if summary.seconds else 0.0
+    return summary
+
+
+def _expected(path: Path, topics: Sequence[str] | None) -> int:
+    try:
+        return count_frames(path, topics)
+    except BagError:
+        return 0  # reported when the bag is read
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total or None,
+        unit="frame",
+        desc="index",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+def skip_if_done(task: BagTask, done: dict[str, str], summary: IndexSummary, bar: Any, expected: int) -> bool:
+    """True (and the bag is reported skipped) when its content is already in the index or was seen
+    earlier in this run (a copy of another bag)."""
+    if task.bag_hash in done:
+        summary.skipped.append(str(task.path))
+        if bar.total:
+            bar.total = max(0, bar.total - expected)
+            bar.refresh()
+        return True
+    done[task.bag_hash] = str(task.path)
+    return False
+
+
+def fail(task: BagTask, why: str, summary: IndexSummary, bar: Any) -> None:
+    """Report a bag that could not be indexed (on stderr above the bar, and in the summary)."""
+    summary.failed[str(task.path)] = why
+    if not bar.disable:  # with a bar, say it now; the summary lists it at the end anyway
+        bar.write(
+            f"skipped {why}" if str(task.path) in why else f"skipped '{task.path}': {why}", file=sys.stderr
+        )
+
+
+def _run_local(
+    tasks: list[BagTask],
+    store: FleetIndex,
+    engine: Any,
+    captioner: Any | None,
+    summary: IndexSummary,
+    totals: dict[Path, int],
+    bar: Any,
+    topics: Sequence[str] | None,
+    caption_every: float | None,
+    batch_size: int,
+    on_rows: OnRows | None,
+) -> None:
+    """Bag by bag in this process; decoding runs on a thread ahead of the model."""
+    done = store.completed()
+    for task in tasks:
+        t0 = time.perf_counter()
+        try:
+            task.bag_hash = content_hash(task.path)
+        except FleetError as exc:
+            fail(task, str(exc), summary, bar)
+            continue
+        if skip_if_done(task, done, summary, bar, totals[task.path]):
+            continue
+        store.begin_bag(task.bag_hash)
+        counts = BagCounts()
+        written = 0
+        batches = decode_bag(
+            task.path,
+            task.bag_hash,
+            topics=topics,
+            caption_every=caption_every,
+            batch_size=batch_size,
+            counts=counts,
+        )
+        try:
+            with closing(prefetch(batches, depth=2)) as stream:
+                for batch in stream:
+                    committed = store.add(embed_batch(engine, captioner, batch))
+                    bar.update(len(batch["rgb"]))
+                    if committed:
+                        written += committed
+                        if on_rows is not None:
+                            on_rows(str(task.path), written)
+        except BagError as exc:
+            store.discard_bag(task.bag_hash)
+            del done[task.bag_hash]
+            fail(task, reason(exc), summary, bar)
+            continue
+        written += store.flush()
+        if on_rows is not None and written:
+            on_rows(str(task.path), written)
+        store.finish_bag(task.bag_hash, str(task.path), counts.frames, counts.bad, time.perf_counter() - t0)
+        summary.indexed.append(str(task.path))
+        summary.frames += counts.frames
+        summary.bad_frames += counts.bad

@@ -1,0 +1,68 @@
+"""Bags for the fleet index tests, written with rosbags: a front camera (raw rgb8) and a rear camera
+(lossless PNG CompressedImage), so the frames the index sees are exactly the arrays written here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from av_scene_vlm.core import bag as B
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+FRONT = "/front/image_raw"
+REAR = "/rear/image_raw/compressed"
+T0 = 1_700_000_000
+
+
+@dataclass
+class Frame:
+    bag: Path
+    topic: str
+    stamp: int  # ns
+    frame_id: str
+    rgb: np.ndarray
+
+
+def write_bag(path: Path, storage: str, seed: int, n: int = 3) -> list[Frame]:
+    """n frames per camera, 0.5 s apart; returns the frames as written."""
+    store = B.bag_typestore()
+    t = store.types
+    rng = np.random.default_rng(seed)
+    out: list[Frame] = []
+    with Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()]) as w:
+        front = w.add_connection(FRONT, B.IMAGE, typestore=store)
+        rear = w.add_connection(REAR, B.COMPRESSED_IMAGE, typestore=store)
+        for i in range(n):
+            ns = (T0 + seed * 100) * 10**9 + i * 500_000_000
+            for conn, frame_id, shape in ((front, "front_cam", (40, 64, 3)), (rear, "rear_cam", (48, 32, 3))):
+                rgb = rng.integers(0, 256, shape, np.uint8)
+                hdr = t["std_msgs/msg/Header"](
+                    stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                    frame_id=frame_id,
+                )
+                if conn is front:
+                    msg = t[B.IMAGE](
+                        header=hdr,
+                        height=shape[0],
+                        width=shape[1],
+                        encoding="rgb8",
+                        is_bigendian=0,
+                        step=shape[1] * 3,
+                        data=rgb.reshape(-1).copy(),
+                    )
+                else:
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    assert ok
+                    msg = t[B.COMPRESSED_IMAGE](header=hdr, format="png", data=png.reshape(-1))
+                w.write(conn, ns + (0 if conn is front else 1000), store.serialize_cdr(msg, conn.msgtype))
+                out.append(Frame(path, conn.topic, ns, frame_id, rgb))
+    return out
+
+
+def write_corrupt(path: Path) -> None:
+    """A real mcap bag whose data file is then overwritten with junk (metadata.yaml left intact)."""
+    write_bag(path, "mcap", 99, n=1)
+    (data,) = path.glob("*.mcap")
+    data.write_bytes(np.random.default_rng(7).integers(0, 256, data.stat().st_size, np.uint8).tobytes())
