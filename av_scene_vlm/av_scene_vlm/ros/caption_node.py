@@ -62,7 +62,6 @@ from av_scene_vlm.ros.node_utils import (
     ParamSpec,
     WorkerNode,
     camera_status,
-    declare_parameters,
     dtype_name,
     kv,
     lower_thread_priority,
@@ -78,7 +77,7 @@ if TYPE_CHECKING:
 
 EMBEDDING_SOURCES = ("similarity_topic", "compute")
 
-# name -> (default, description, read_only). The README's parameter table is checked against this.
+# name -> (default, description, read_only[, example]); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "caption_model": (
@@ -175,7 +174,7 @@ class CaptionNode(WorkerNode):
 
     def __init__(self, name: str = "caption_node", *, captioner: Captioner | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        declare_parameters(self, PARAMETERS)
+        self.declare(PARAMETERS)
         p = self._p
         self.cameras = plan_inputs(self)
         self._check_runtime({k: p(k) for k in PARAMETERS})
@@ -272,9 +271,8 @@ class CaptionNode(WorkerNode):
             raise ValueError("caption_prompt must not be empty")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        new = self._proposed(PARAMETERS, params)
         try:
-            self._check_runtime(new)
+            self._check_runtime(self._proposed(PARAMETERS, params))
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -450,7 +448,7 @@ class CaptionNode(WorkerNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm caption_node`."""
-    return run_nodes([CaptionNode], args)
+    return run_nodes([CaptionNode], args, PARAMETERS)
 
 
 if __name__ == "__main__":

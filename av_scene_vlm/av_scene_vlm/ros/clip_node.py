@@ -55,7 +55,6 @@ from av_scene_vlm.ros.node_utils import (
     WorkerNode,
     camera_status,
     clean_list,
-    declare_parameters,
     dtype_name,
     kv,
     pin_torch_threads,
@@ -67,7 +66,7 @@ from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 if TYPE_CHECKING:
     from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 
-# name -> (default, description, read_only). The README's parameter table is checked against this.
+# name -> (default, description, read_only[, example]); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
@@ -79,16 +78,26 @@ PARAMETERS: dict[str, ParamSpec] = {
         "Prompt templates with '{}' for labels without prompts; ensembled.",
         False,
     ),
-    "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
-    "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
-    "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
+    "labels": ([""], "Labels of a task named 'default' (empty = none).", False, ["car", "truck"]),
+    "tasks": (
+        "",
+        "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.",
+        False,
+        "weather: [clear, rain]",
+    ),
+    "tasks_file": (
+        "",
+        "YAML file with more tasks (same schema, or a params file with 'tasks').",
+        False,
+        "/etc/vehicle/tasks.yaml",
+    ),
     "smoothing": (0.0, "EMA factor s in [0, 1): p = s*p_prev + (1-s)*p_new per camera and task.", False),
     "min_publish_period": (0.0, "Minimum seconds between results per camera (0 = every frame).", False),
     "publish_similarity": (True, "Publish scene/similarity.", False),
     "publish_embedding": (True, "Fill image_embedding in scene/similarity.", False),
     "heatmap": (True, "Publish scene/heatmap (computed only while subscribed).", False),
-    "heatmap_task": ("", "Task whose label the heatmap shows ('' = first task).", False),
-    "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False),
+    "heatmap_task": ("", "Task whose label the heatmap shows ('' = first task).", False, "weather"),
+    "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False, "rain"),
     "heatmap_alpha": (0.45, "Heatmap overlay opacity in [0, 1].", False),
     "heatmap_max_width": (960, "Downscale wider frames for the heatmap (0 = keep size).", False),
     "diagnostics_period": DIAGNOSTICS_PERIOD,
@@ -137,7 +146,7 @@ class ClipNode(WorkerNode):
 
     def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        declare_parameters(self, PARAMETERS)
+        self.declare(PARAMETERS)
         p = self._p
         self.cameras = plan_inputs(self)
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
@@ -210,8 +219,8 @@ class ClipNode(WorkerNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate changes; label/task changes are applied at once and re-encoded by the worker."""
-        new = self._proposed(PARAMETERS, params)
         try:
+            new = self._proposed(PARAMETERS, params)
             self._check_runtime(new)
             if any(p.name in TASK_PARAMS for p in params):
                 tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
@@ -373,7 +382,7 @@ class ClipNode(WorkerNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm clip_node`."""
-    return run_nodes([ClipNode], args)
+    return run_nodes([ClipNode], args, PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -30,24 +30,26 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from av_scene_vlm.ros import caption_node, clip_node
 from av_scene_vlm.ros.caption_node import CaptionNode
 from av_scene_vlm.ros.clip_node import ClipNode
-from av_scene_vlm.ros.node_utils import run_nodes
+from av_scene_vlm.ros.node_utils import ParamSpec, declare_parameters, run_nodes
 
-ENABLE_CAPTION: tuple[bool, str] = (True, "Run caption_node next to clip_node (false = classifier only).")
+# scene_vlm's own parameters (read by the bootstrap node); the README's table is generated from it.
+PARAMETERS: dict[str, ParamSpec] = {
+    "enable_caption": (True, "Run caption_node next to clip_node (false = classifier only).", True),
+}
+# Every parameter this process reads: `-p` values are quoted by these types before rclpy.init.
+ALL_PARAMETERS: dict[str, ParamSpec] = {**clip_node.PARAMETERS, **caption_node.PARAMETERS, **PARAMETERS}
 
 
 def caption_enabled(**node_kwargs: Any) -> bool:
     """Read `enable_caption` from the command line / params file through a bootstrap node."""
     node = Node("scene_vlm", start_parameter_services=False, enable_rosout=False, **node_kwargs)
     try:
-        default, desc = ENABLE_CAPTION
-        node.declare_parameter(
-            "enable_caption", default, ParameterDescriptor(description=desc, read_only=True)
-        )
+        declare_parameters(node, PARAMETERS)
         return bool(node.get_parameter("enable_caption").value)
     finally:
         node.destroy_node()
@@ -59,7 +61,7 @@ def _caption_node() -> CaptionNode | None:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm scene_vlm`: classifier first, then the captioner."""
-    return run_nodes([ClipNode, _caption_node], args)
+    return run_nodes([ClipNode, _caption_node], args, ALL_PARAMETERS)
 
 
 if __name__ == "__main__":
