@@ -5,7 +5,9 @@ Same camera inputs as clip_node: executor callbacks only store the newest frame 
 callback, and frames that arrive meanwhile replace the slot (counted as dropped) instead of queueing.
 
 Rate: a camera is captioned when `caption_period` seconds of *monotonic wall time* have passed since
-its last caption started. Wall time, not the node clock, on purpose: generation costs wall time, so
+its last caption started. The default, -1 (auto), fits the machine: 5 s when the captioner runs on
+CUDA, 30 s on a CPU, where a 3B model takes many seconds of every core per caption (the start-up log
+says which was chosen and why). Wall time, not the node clock, on purpose: generation costs wall time, so
 with `use_sim_time` and a bag replayed at 4x, captions come at most every `caption_period` real
 seconds (1 per 4 * period of bag time), and a paused or jumping /clock cannot stall or flood them.
 Every Caption still carries the SOURCE image header, so it lines up with the bag.
@@ -76,6 +78,23 @@ if TYPE_CHECKING:
     from av_scene_vlm.core.captioner import Captioner
 
 EMBEDDING_SOURCES = ("similarity_topic", "compute")
+# caption_period -1 (auto): on a CPU the 3B captioner needs many seconds of every core per caption, and
+# the classifier keeps >= 90 % of its frames only with a caption every ~30 s (docs/PERFORMANCE.md).
+AUTO_PERIOD = -1.0
+AUTO_PERIOD_CUDA = 5.0
+AUTO_PERIOD_CPU = 30.0
+
+
+def auto_caption_period(device: object) -> tuple[float, str]:
+    """The period `caption_period: -1` stands for on `device`, and why (for the start-up log)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        return AUTO_PERIOD_CUDA, f"the captioner runs on {device}"
+    return AUTO_PERIOD_CPU, (
+        f"the captioner runs on {device}, where each caption takes seconds of every core "
+        f"({AUTO_PERIOD_CUDA:g} s on CUDA)"
+    )
+
 
 # name -> (default, description, read_only[, example]); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
@@ -101,10 +120,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "caption_period": (
-        5.0,
+        -1.0,
         "Caption the newest frame at most every this many seconds per camera, monotonic wall time "
-        "(0 = as fast as the model allows).",
+        f"(0 = as fast as the model allows; -1 = auto: {AUTO_PERIOD_CUDA:g} s on CUDA, "
+        f"{AUTO_PERIOD_CPU:g} s on CPU).",
         False,
+        5.0,
     ),
     "caption_scene_change_threshold": (
         0.0,
@@ -253,9 +274,15 @@ class CaptionNode(WorkerNode):
         self._torch_threads = int(p("caption_num_threads"))
         self._nice = int(p("caption_nice"))
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
+        self._auto_period, why = auto_caption_period(self.captioner.device)
+        if p("caption_period") == AUTO_PERIOD:
+            self.get_logger().info(
+                f"caption_period auto: every {self._auto_period:g} s, because {why}; "
+                "set caption_period to choose another period"
+            )
         self.start_worker()
         self.get_logger().info(
-            f"captioning {', '.join(c.topic for c in self.cameras)} every {p('caption_period')} s with "
+            f"captioning {', '.join(c.topic for c in self.cameras)} every {self._period():g} s with "
             f"'{self.captioner.model_id}' on {self.captioner.device} "
             f"({dtype_name(self.captioner.dtype)})"
         )
@@ -263,8 +290,11 @@ class CaptionNode(WorkerNode):
     # ---- parameters ------------------------------------------------------------------------------
     @staticmethod
     def _check_runtime(values: dict) -> None:
-        if float(values["caption_period"]) < 0:
-            raise ValueError("caption_period must be >= 0")
+        if float(values["caption_period"]) < 0 and float(values["caption_period"]) != AUTO_PERIOD:
+            raise ValueError(
+                f"caption_period must be >= 0 seconds, or -1 for auto ({AUTO_PERIOD_CUDA:g} s on CUDA, "
+                f"{AUTO_PERIOD_CPU:g} s on CPU)"
+            )
         if not 0.0 <= float(values["caption_scene_change_threshold"]) <= 2.0:
             raise ValueError("caption_scene_change_threshold must be in [0, 2] (cosine distance; 0 = off)")
         if not str(values["caption_prompt"]).strip():
@@ -276,6 +306,11 @@ class CaptionNode(WorkerNode):
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
+
+    def _period(self) -> float:
+        """Seconds between captions per camera now (`caption_period`, auto resolved)."""
+        period = float(self._p("caption_period"))
+        return self._auto_period if period == AUTO_PERIOD else period
 
     # ---- embeddings --------------------------------------------------------------------------------
     def _load_clip(self) -> None:
@@ -340,7 +375,7 @@ class CaptionNode(WorkerNode):
         items = self.inputs.take(len(self.cameras), timeout=0.2)
         if not items:
             return
-        period = float(self._p("caption_period"))
+        period = self._period()
         threshold = float(self._p("caption_scene_change_threshold"))
         use_cv_bridge = bool(self._p("use_cv_bridge"))
         now = time.monotonic()
@@ -428,6 +463,7 @@ class CaptionNode(WorkerNode):
                     dtype=dtype_name(self.captioner.dtype),
                     captions=self.captions,
                     captions_per_min=f"{self._caption_rate.rate() * 60:.2f}",
+                    caption_period_s=f"{self._period():g}",
                     latency_p50_ms=f"{self._latency.get(0.5) * 1e3:.1f}",
                     latency_p95_ms=f"{self._latency.get(0.95) * 1e3:.1f}",
                     tokens_p50=f"{self._tokens.get(0.5):.0f}",

@@ -54,7 +54,8 @@ class ParameterTypeErrors(ValueError):
     """Every parameter of a node whose start-up value has the wrong type (one line each)."""
 
     def __init__(self, errors: Sequence[ParameterTypeError]) -> None:
-        self.errors = list(errors)
+        unique = {e.line(): e for e in errors}  # a shared parameter checked by two nodes: one line
+        self.errors = list(unique.values())
         super().__init__("\n".join(e.line() for e in self.errors))
 
 

@@ -36,6 +36,7 @@ from av_scene_vlm.ros import caption_node, clip_node
 from av_scene_vlm.ros.caption_node import CaptionNode
 from av_scene_vlm.ros.clip_node import ClipNode
 from av_scene_vlm.ros.node_utils import ParamSpec, declare_parameters, run_nodes
+from av_scene_vlm.ros.parameters import ParameterTypeError, ParameterTypeErrors
 
 # scene_vlm's own parameters (read by the bootstrap node); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
@@ -55,13 +56,44 @@ def caption_enabled(**node_kwargs: Any) -> bool:
         node.destroy_node()
 
 
+def check_parameter_types(**node_kwargs: Any) -> None:
+    """Type-check both nodes' parameters before either loads a model; ParameterTypeErrors lists all.
+
+    Why: the classifier loads its model before the captioner is built, so without this a mistyped
+    caption parameter would fail only after seconds of loading, and alone. Short-lived nodes under the
+    real names see exactly the overrides (`/**`, `clip_node:`, `caption_node:`, `-p`) the nodes will.
+    """
+    errors: list[ParameterTypeError] = []
+    try:
+        tables = [("clip_node", clip_node.PARAMETERS)]
+        if caption_enabled(**node_kwargs):
+            tables.append(("caption_node", caption_node.PARAMETERS))
+    except ParameterTypeErrors as exc:  # enable_caption itself: check the captioner's too
+        errors += exc.errors
+        tables.append(("caption_node", caption_node.PARAMETERS))
+    for name, table in tables:
+        node = Node(name, start_parameter_services=False, enable_rosout=False, **node_kwargs)
+        try:
+            declare_parameters(node, table)
+        except ParameterTypeErrors as exc:
+            errors += exc.errors
+        finally:
+            node.destroy_node()
+    if errors:
+        raise ParameterTypeErrors(errors)
+
+
+def _checked() -> None:
+    check_parameter_types()  # a factory that builds no node
+
+
 def _caption_node() -> CaptionNode | None:
     return CaptionNode() if caption_enabled() else None
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm scene_vlm`: classifier first, then the captioner."""
-    return run_nodes([ClipNode, _caption_node], args, ALL_PARAMETERS)
+    return run_nodes([_checked, ClipNode, _caption_node], args, ALL_PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,324 @@
+"""Parameter types as people type them (issue 11, point 1), for every parameter of clip_node,
+caption_node and scene_vlm, taken from the nodes' PARAMETERS tables so a new parameter is covered:
+
+- start-up, as a subprocess (`python -m <node> --ros-args ...`, as `ros2 run` runs it), with a wrong
+  type from a params file and from `-p`: exit code 2, one line per parameter naming it, the type
+  expected and an example, no traceback; the forms people type first are accepted;
+- runtime, over the real parameter service of a running node process (DDS): a wrong type is
+  rejected with that line, the old value stays, the node keeps running; an integer for a double and
+  one string for a string list are accepted and stored as the declared type; deletion is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+from av_scene_vlm.ros import caption_node, clip_node, scene_vlm  # noqa: E402
+from av_scene_vlm.ros.parameters import KIND_TEXT, kind_of  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from ros_helpers import Spinner, wait_for  # noqa: E402
+
+TABLES = {
+    "clip_node": clip_node.PARAMETERS,
+    "caption_node": caption_node.PARAMETERS,
+    "scene_vlm": scene_vlm.ALL_PARAMETERS,
+}
+MODULES = {name: f"av_scene_vlm.ros.{name}" for name in TABLES}
+# A value of another type for each declared type (none of them is convertible).
+WRONG = {"bool": "maybe", "integer": "abc", "double": "abc", "string": [1, 2], "string list": 5}
+TEXT_KINDS = ("string", "string list")
+
+
+def _run(module: str, *ros_args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", module, "--ros-args", *ros_args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _fatal_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "[FATAL]" in line]
+
+
+def _type_lines(lines: list[str], name: str) -> list[str]:
+    return [line for line in lines if f"parameter '{name}' expects " in line]
+
+
+def _params_file(tmp_path: Path, values: dict) -> str:
+    path = tmp_path / "params.yaml"
+    fresh = {k: list(v) if isinstance(v, list) else v for k, v in values.items()}  # no YAML aliases
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": fresh}}))
+    return str(path)
+
+
+@pytest.mark.parametrize("node", list(TABLES))
+def test_startup_params_file_with_wrong_types(node: str, tmp_path: Path) -> None:
+    """Every parameter mistyped in a params file: one line each, exit 2, no traceback."""
+    table = TABLES[node]
+    wrong = {name: WRONG[kind_of(spec[0])] for name, spec in table.items()}
+    proc = _run(MODULES[node], "--params-file", _params_file(tmp_path, wrong))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    lines = _fatal_lines(proc)
+    for name, spec in table.items():
+        found = _type_lines(lines, name)
+        assert len(found) == 1, (name, lines)
+        assert KIND_TEXT[kind_of(spec[0])] in found[0] and "e.g. -p " in found[0], found[0]
+    assert len(lines) == len(table), lines  # nothing else is reported
+
+
+@pytest.mark.parametrize("node", list(TABLES))
+def test_startup_dash_p_with_wrong_types(node: str) -> None:
+    """Every parameter mistyped with `-p`: numbers and bools get one line each, exit 2; what is typed
+    for a text or text-list parameter is text, so those are never a type error (see below)."""
+    table = TABLES[node]
+    args = []
+    for name, spec in table.items():
+        kind = kind_of(spec[0])
+        value = "{a: 1}" if kind in TEXT_KINDS else WRONG[kind]  # a YAML map: rcl alone cannot parse it
+        args += ["-p", f"{name}:={value}"]
+    proc = _run(MODULES[node], *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "RCLError" not in out, out
+    lines = _fatal_lines(proc)
+    typed = [name for name, spec in table.items() if kind_of(spec[0]) not in TEXT_KINDS]
+    for name in table:
+        assert len(_type_lines(lines, name)) == (1 if name in typed else 0), (name, lines)
+    assert len(lines) == len(typed), lines
+
+
+def test_the_forms_people_type_are_accepted_at_startup(tmp_path: Path) -> None:
+    """The issue's cases: every value is accepted, so start-up gets as far as the (missing) model."""
+    missing = str(tmp_path / "no-model")
+    proc = _run(
+        MODULES["clip_node"],
+        *("-p", "template:=a photo of a {}.", "-p", "min_publish_period:=1"),
+        *("-p", "tasks:=weather: [clear, rain]", "-p", "image_topics:=/front/image_raw"),
+        *("-p", f"model:={missing}"),
+    )
+    assert proc.returncode == 1 and [line for line in _fatal_lines(proc) if missing in line], proc.stderr
+    assert len(_fatal_lines(proc)) == 1, proc.stderr
+
+    proc = _run(MODULES["caption_node"], "-p", "caption_period:=2", "-p", f"caption_model:={missing}")
+    assert proc.returncode == 1 and len(_fatal_lines(proc)) == 1 and missing in proc.stderr, proc.stderr
+
+    scalars = {"image_topics": "/front/image_raw", "template": "a photo of a {}.", "labels": "car"}
+    scalars |= {"output_namespaces": "/front/scene", "tasks": "weather: [clear, rain]", "model": missing}
+    scalars |= {"min_publish_period": 1, "smoothing": 0, "caption_period": 2, "caption_model": missing}
+    proc = _run(MODULES["scene_vlm"], "--params-file", _params_file(tmp_path, scalars))
+    lines = _fatal_lines(proc)
+    # labels: car is taken as [car]: a value error (one label cannot be classified), not a type error.
+    assert proc.returncode == 2 and len(lines) == 1 and "needs at least 2 labels" in lines[0], proc.stderr
+    del scalars["labels"]
+    proc = _run(MODULES["scene_vlm"], "--params-file", _params_file(tmp_path, scalars))
+    assert proc.returncode == 1 and len(_fatal_lines(proc)) == 1 and missing in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-p", "labels:=car", "-p", "tasks:=''"], "task 'default' needs at least 2 labels"),
+        (["-p", "tasks:=weather: [clear, rain", "-p", "labels:=[car, bus]"], "YAML"),
+        (
+            ["-p", "max_batch:=1.5"],
+            "parameter 'max_batch' expects an integer, got double 1.5; e.g. -p max_batch:=8",
+        ),
+        (["-p", "heatmap:=1"], "parameter 'heatmap' expects a bool (true or false), got integer 1"),
+    ],
+)
+def test_startup_errors_are_one_line(args: list[str], expected: str) -> None:
+    proc = _run(MODULES["clip_node"], *args)
+    lines = _fatal_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---- runtime, over the parameter services of running node processes ---------------------------------
+
+RUNTIME_ARGS = [
+    # The start-up forms of the issue again, now with models that load: values are read back below.
+    *("-p", "template:=a photo of a {}.", "-p", "min_publish_period:=1", "-p", "labels:=[car, bus]"),
+    *("-p", "tasks:=weather: [clear, rain]", "-p", "heatmap:=false"),
+    *("-p", "caption_max_new_tokens:=2", "-p", "caption_max_pixels:=12544"),
+]
+
+
+class NodeProcess:
+    """A node executable running as a subprocess, and a parameter client per node it serves."""
+
+    def __init__(self, module: str, nodes: list[str], args: list[str], log: Path) -> None:
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--ros-args", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+            start_new_session=True,
+        )
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.spinner = Spinner(self.ctx)
+        self.client_node = self.spinner.add(rclpy.create_node("param_test_client", context=self.ctx))
+        self.spinner.start()
+        self.clients = {n: AsyncParameterClient(self.client_node, f"/{n}") for n in nodes}
+        for name, client in self.clients.items():
+            up = wait_for(lambda c=client: c.services_are_ready() or self.proc.poll() is not None, 180)
+            assert up and self.proc.poll() is None, f"{name} did not start:\n{self.output()}"
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text()
+
+    def call(self, future):
+        assert wait_for(future.done, 30), "no answer from the parameter service"
+        return future.result()
+
+    def get(self, node: str, name: str) -> Parameter:
+        value = self.call(self.clients[node].get_parameters([name])).values[0]
+        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=value))
+
+    def set(self, node: str, name: str, value) -> object:
+        return self.call(self.clients[node].set_parameters([Parameter(name, value=value)])).results[0]
+
+    def delete(self, node: str, name: str) -> object:
+        return self.call(self.clients[node].delete_parameters([name])).results[0]
+
+    def stop(self) -> str:
+        self.spinner.stop()
+        self.client_node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._out.close()
+        return self.log.read_text()
+
+
+PROCESSES = {  # executable -> nodes it serves
+    "clip_node": ["clip_node"],
+    "caption_node": ["caption_node"],
+    "scene_vlm": ["clip_node", "caption_node"],
+}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, tiny_clip, tiny_qwen):
+    """Each executable started once (lazily) with tiny models and the issue's `-p` forms; they stay
+    up until the module ends (idle nodes: no frames are published to them)."""
+    started: dict[str, NodeProcess] = {}
+
+    def get(executable: str) -> NodeProcess:
+        if executable not in started:
+            args = [*RUNTIME_ARGS, "-p", f"model:={tiny_clip}", "-p", f"caption_model:={tiny_qwen}"]
+            args += ["-p", f"image_topics:=/{executable}_param_test/image_raw"]
+            log = tmp_path_factory.mktemp("logs") / f"{executable}.log"
+            started[executable] = NodeProcess(MODULES[executable], PROCESSES[executable], args, log)
+        return started[executable]
+
+    yield get
+    for proc in started.values():
+        out = proc.stop()
+        assert "Traceback" not in out, out
+
+
+RUNTIME_CASES = [
+    (executable, node, name)
+    for executable, nodes in PROCESSES.items()
+    for node in nodes
+    for name in TABLES[node]
+]
+
+
+@pytest.mark.parametrize(("executable", "node", "name"), RUNTIME_CASES)
+def test_runtime_wrong_type_is_rejected_with_one_line(running, executable, node, name) -> None:
+    proc = running(executable)
+    spec = TABLES[node][name]
+    before = proc.get(node, name).value
+    result = proc.set(node, name, WRONG[kind_of(spec[0])])
+    assert not result.successful
+    if spec[2]:  # read-only stays read-only
+        assert "read-only" in result.reason, result.reason
+    else:
+        expected = f"parameter '{name}' expects {KIND_TEXT[kind_of(spec[0])]}, got "
+        assert result.reason.startswith(expected), result.reason
+        assert f"; e.g. ros2 param set /{node} {name} " in result.reason and "\n" not in result.reason
+        deleted = proc.delete(node, name)
+        assert not deleted.successful and "cannot be deleted" in deleted.reason, deleted.reason
+    after = proc.get(node, name)
+    assert after.value == before and after.type_ == Parameter.Type.from_parameter_value(spec[0])
+    assert proc.proc.poll() is None, proc.output()
+
+
+CONVERTIBLE = [
+    (executable, node, name)
+    for executable, node, name in RUNTIME_CASES
+    if not TABLES[node][name][2] and kind_of(TABLES[node][name][0]) in ("double", "string list")
+]
+
+
+# Integers that are valid values of the double parameters (and differ from their values before).
+VALID_INTS = {"smoothing": 0, "min_publish_period": 2, "heatmap_alpha": 1, "caption_period": 7}
+VALID_INTS |= {"caption_scene_change_threshold": 1}
+
+
+@pytest.mark.parametrize(("executable", "node", "name"), CONVERTIBLE)
+def test_runtime_int_for_double_and_string_for_list_are_accepted(running, executable, node, name) -> None:
+    proc = running(executable)
+    kind = kind_of(TABLES[node][name][0])
+    before = proc.get(node, name).value
+    if kind == "double":
+        value = VALID_INTS.get(name, int(before))
+        expected = float(value)
+    else:
+        # One string that is a valid value: a template, or one of the current labels' worth.
+        value = "a dashcam photo of a {}." if name == "template" else "car"
+        expected = [value]
+    result = proc.set(node, name, value)
+    if name == "labels":  # [car] alone is one label: the value is refused, for that reason only
+        assert not result.successful and "at least 2 labels" in result.reason, result.reason
+        return
+    assert result.successful, result.reason
+    after = proc.get(node, name)
+    assert after.value == expected and after.type_ == Parameter.Type.from_parameter_value(expected)
+    assert proc.set(node, name, before).successful
+
+
+def test_runtime_start_up_forms_were_stored_as_declared(running) -> None:
+    proc = running("clip_node")
+    assert proc.get("clip_node", "template").value == ["a photo of a {}."]
+    period = proc.get("clip_node", "min_publish_period")
+    assert period.type_ == Parameter.Type.DOUBLE and period.value == 1.0
+    assert proc.get("clip_node", "tasks").value == "weather: [clear, rain]"
+    assert proc.get("clip_node", "image_topics").value == ["/clip_node_param_test/image_raw"]
+
+
+def test_caption_period_auto_is_logged_with_the_reason(running) -> None:
+    """Point 5: no caption_period given -> auto; on this CPU-only machine 30 s, and the log says why."""
+    proc = running("caption_node")
+    assert proc.get("caption_node", "caption_period").value == -1.0
+    out = proc.output()
+    assert re.search(r"caption_period auto: every 30 s, because the captioner runs on cpu", out), out
+    assert "every 30 s with" in out, out
