@@ -177,7 +177,9 @@ class NodeProcess:
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
         self.spinner = Spinner(self.ctx)
-        self.client_node = self.spinner.add(rclpy.create_node("param_test_client", context=self.ctx))
+        self.client_node = self.spinner.add(
+            rclpy.create_node(f"param_test_client_{os.getpid()}_{id(self)}", context=self.ctx)
+        )
         self.spinner.start()
         self.clients = {n: AsyncParameterClient(self.client_node, f"/{n}") for n in nodes}
         for name, client in self.clients.items():
@@ -226,35 +228,31 @@ PROCESSES = {  # executable -> nodes it serves
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, tiny_clip, tiny_qwen):
-    """Each executable started once (lazily) with tiny models and the issue's `-p` forms; they stay
-    up until the module ends (idle nodes: no frames are published to them)."""
-    started: dict[str, NodeProcess] = {}
+    """`running(executable)`: that executable, started with tiny models and the issue's `-p` forms.
+    One at a time (scene_vlm's nodes have the same names as the others'): a different executable
+    stops the previous one, and the cases below come grouped by executable, so each starts once."""
+    current: dict[str, NodeProcess] = {}
 
     def get(executable: str) -> NodeProcess:
-        if executable not in started:
+        if executable not in current:
+            for other in list(current):
+                out = current.pop(other).stop()
+                assert "Traceback" not in out, out
             args = [*RUNTIME_ARGS, "-p", f"model:={tiny_clip}", "-p", f"caption_model:={tiny_qwen}"]
             args += ["-p", f"image_topics:=/{executable}_param_test/image_raw"]
             log = tmp_path_factory.mktemp("logs") / f"{executable}.log"
-            started[executable] = NodeProcess(MODULES[executable], PROCESSES[executable], args, log)
-        return started[executable]
+            current[executable] = NodeProcess(MODULES[executable], PROCESSES[executable], args, log)
+        return current[executable]
 
     yield get
-    for proc in started.values():
+    for proc in current.values():
         out = proc.stop()
         assert "Traceback" not in out, out
 
 
-RUNTIME_CASES = [
-    (executable, node, name)
-    for executable, nodes in PROCESSES.items()
-    for node in nodes
-    for name in TABLES[node]
-]
-
-
-@pytest.mark.parametrize(("executable", "node", "name"), RUNTIME_CASES)
-def test_runtime_wrong_type_is_rejected_with_one_line(running, executable, node, name) -> None:
-    proc = running(executable)
+def check_wrong_type_rejected(proc: NodeProcess, node: str, name: str) -> None:
+    """A wrong type: rejected with the one line (read-only: as read-only); the old value stays;
+    deletion is refused too; the node keeps running."""
     spec = TABLES[node][name]
     before = proc.get(node, name).value
     result = proc.set(node, name, WRONG[kind_of(spec[0])])
@@ -272,28 +270,19 @@ def test_runtime_wrong_type_is_rejected_with_one_line(running, executable, node,
     assert proc.proc.poll() is None, proc.output()
 
 
-CONVERTIBLE = [
-    (executable, node, name)
-    for executable, node, name in RUNTIME_CASES
-    if not TABLES[node][name][2] and kind_of(TABLES[node][name][0]) in ("double", "string list")
-]
-
-
 # Integers that are valid values of the double parameters (and differ from their values before).
 VALID_INTS = {"smoothing": 0, "min_publish_period": 2, "heatmap_alpha": 1, "caption_period": 7}
 VALID_INTS |= {"caption_scene_change_threshold": 1}
 
 
-@pytest.mark.parametrize(("executable", "node", "name"), CONVERTIBLE)
-def test_runtime_int_for_double_and_string_for_list_are_accepted(running, executable, node, name) -> None:
-    proc = running(executable)
+def check_converted(proc: NodeProcess, node: str, name: str) -> None:
+    """An integer for a double, one string for a string list: accepted, stored as the declared type."""
     kind = kind_of(TABLES[node][name][0])
     before = proc.get(node, name).value
     if kind == "double":
         value = VALID_INTS.get(name, int(before))
         expected = float(value)
     else:
-        # One string that is a valid value: a template, or one of the current labels' worth.
         value = "a dashcam photo of a {}." if name == "template" else "car"
         expected = [value]
     result = proc.set(node, name, value)
@@ -306,19 +295,42 @@ def test_runtime_int_for_double_and_string_for_list_are_accepted(running, execut
     assert proc.set(node, name, before).successful
 
 
-def test_runtime_start_up_forms_were_stored_as_declared(running) -> None:
-    proc = running("clip_node")
-    assert proc.get("clip_node", "template").value == ["a photo of a {}."]
-    period = proc.get("clip_node", "min_publish_period")
+def check_start_up_forms_stored(proc: NodeProcess, node: str, name: str) -> None:
+    """The issue's `-p` forms given at start-up were stored as the declared types."""
+    assert proc.get(node, "template").value == ["a photo of a {}."]
+    period = proc.get(node, "min_publish_period")
     assert period.type_ == Parameter.Type.DOUBLE and period.value == 1.0
-    assert proc.get("clip_node", "tasks").value == "weather: [clear, rain]"
-    assert proc.get("clip_node", "image_topics").value == ["/clip_node_param_test/image_raw"]
+    assert proc.get(node, "tasks").value == "weather: [clear, rain]"
+    assert proc.get(node, "labels").value == ["car", "bus"]
 
 
-def test_caption_period_auto_is_logged_with_the_reason(running) -> None:
+def check_caption_period_auto_logged(proc: NodeProcess, node: str, name: str) -> None:
     """Point 5: no caption_period given -> auto; on this CPU-only machine 30 s, and the log says why."""
-    proc = running("caption_node")
-    assert proc.get("caption_node", "caption_period").value == -1.0
+    assert proc.get(node, "caption_period").value == -1.0
     out = proc.output()
     assert re.search(r"caption_period auto: every 30 s, because the captioner runs on cpu", out), out
     assert "every 30 s with" in out, out
+
+
+def _cases() -> list:
+    cases = []
+    for executable, nodes in PROCESSES.items():  # grouped by executable: each starts once
+        for node in nodes:
+            for name, spec in TABLES[node].items():
+                cases.append((executable, node, name, check_wrong_type_rejected))
+                if not spec[2] and kind_of(spec[0]) in ("double", "string list"):
+                    cases.append((executable, node, name, check_converted))
+            if node == "clip_node":
+                cases.append((executable, node, "*", check_start_up_forms_stored))
+            if node == "caption_node":
+                cases.append((executable, node, "*", check_caption_period_auto_logged))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("executable", "node", "name", "check"),
+    _cases(),
+    ids=lambda v: v.__name__.removeprefix("check_") if callable(v) else str(v),
+)
+def test_runtime_over_the_parameter_service(running, executable, node, name, check) -> None:
+    check(running(executable), node, name)

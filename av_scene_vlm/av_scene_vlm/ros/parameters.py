@@ -259,14 +259,16 @@ def quote_param_args(args: Sequence[str], specs: Mapping[str, ParamSpec]) -> lis
 def _quoted(assignment: str, specs: Mapping[str, ParamSpec]) -> str:
     target, sep, text = assignment.partition(":=")
     spec = specs.get(target.rsplit(":", 1)[-1])  # `node_name:param` targets one node
-    if not sep or spec is None:
+    if not sep:
         return assignment
-    kind = kind_of(spec[0])
     as_text = f"{target}:={json.dumps(text)}"
     try:
         typed = yaml.safe_load(text)
     except yaml.YAMLError:
         return as_text  # rcl could not parse it either; the node names the type it expects
+    if spec is None:  # another node's parameter (a shared command line): only keep rcl alive
+        return as_text if isinstance(typed, dict) else assignment
+    kind = kind_of(spec[0])
     quoted = text.strip()[:1] in ("'", '"') and isinstance(typed, str)
     if kind == "string list" and isinstance(typed, list):
         items = yaml.load(text, Loader=yaml.BaseLoader)  # every item as the text typed
