@@ -47,7 +47,8 @@ def table(node: str) -> str:
 
 def _pattern(node: str) -> re.Pattern[str]:
     # The block's body may not hold another marker, so one node's block never swallows the next.
-    return re.compile(rf"(<!-- params:{re.escape(node)} -->\n)(?:(?!<!-- /?params)[\s\S])*?(<!-- /params -->)")
+    body = r"(?:(?!<!-- /?params)[\s\S])*?"
+    return re.compile(rf"(<!-- params:{re.escape(node)} -->\n){body}(<!-- /params -->)")
 
 
 def missing_tables(text: str) -> list[str]:
