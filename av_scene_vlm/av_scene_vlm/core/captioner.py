@@ -340,6 +340,7 @@ def _load(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tu
     except ImportError as exc:
         raise ModelLoadError(
             f"cannot load model '{model}': {exc}. Qwen2.5-VL's processor needs torchvision "
-            "(pip install 'av_scene_vlm[caption]'); flash_attention_2 needs the flash_attn package."
+            "(a requirement of av_scene_vlm: install the torchvision built for your torch); "
+            "flash_attention_2 needs the flash_attn package."
         ) from None
     return net.to(device).eval(), processor
