@@ -151,6 +151,31 @@ def test_startup_errors_are_one_line(args: list[str], expected: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("tasks:=weather: [clear, rain]", 'tasks:="weather: [clear, rain]"'),  # a map: text
+        ("clip_node:tasks:=a: [b, c]", 'clip_node:tasks:="a: [b, c]"'),  # node-targeted
+        ("tasks:=''", "tasks:=''"),  # already a quoted YAML string
+        ("model:=1.0", 'model:="1.0"'),  # text stays text, not a double
+        ("heatmap_label:=yes", 'heatmap_label:="yes"'),  # ... nor a bool
+        ("labels:=[yes, 1, car]", 'labels:=["yes", "1", "car"]'),  # list items as typed
+        ("labels:=[]", 'labels:=[""]'),  # rcl cannot type an empty list; [""] means none
+        ("template:=a photo of a {}.", 'template:="a photo of a {}."'),
+        ("max_batch:=4", "max_batch:=4"),  # numbers and bools are left to rcl
+        ("max_batch:={a: 1}", 'max_batch:="{a: 1}"'),  # ... unless rcl cannot parse them
+        ("use_sim_time:=true", "use_sim_time:=true"),  # not ours: untouched
+        ("other:=a: 1", 'other:="a: 1"'),  # not ours, but a map would stop rclpy.init
+    ],
+)
+def test_dash_p_values_are_quoted_as_meant(arg: str, expected: str) -> None:
+    from av_scene_vlm.ros.parameters import quote_param_args
+
+    argv = ["clip_node", "--ros-args", "-p", arg, "--", "-p", arg]  # after `--`: not a ROS argument
+    quoted = quote_param_args(argv, clip_node.PARAMETERS)
+    assert quoted == ["clip_node", "--ros-args", "-p", expected, "--", "-p", arg]
+
+
 # ---- runtime, over the parameter services of running node processes ---------------------------------
 
 RUNTIME_ARGS = [

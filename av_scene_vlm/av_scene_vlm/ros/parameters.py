@@ -102,14 +102,21 @@ def describe(value: object) -> str:
         return f"bool {str(value).lower()}"
     if isinstance(value, (int, float, str)):
         name = {int: "integer", float: "double", str: "string"}[type(value)]
-        return f"{name} {value!r}"
+        return f"{name} {_short(repr(value))}"
     if isinstance(value, (bytes, bytearray)):
-        return f"bytes {bytes(value)!r}"
+        return f"bytes {_short(repr(bytes(value)))}"
     items = list(value) if isinstance(value, Sequence) or hasattr(value, "tolist") else [value]
+    if not items:
+        return "an empty list"
     item_kinds = {type(v).__name__ for v in items}
     inner = {"bool": "bool", "int": "integer", "float": "double", "str": "string", "bytes": "byte"}
     label = inner.get(next(iter(item_kinds)), "mixed") if len(item_kinds) == 1 else "mixed"
-    return f"{label} list {items!r}"
+    return f"{label} list {_short(repr(items))}"
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A value shown in a one-line message: long YAML texts cut, so the line stays readable."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def coerce(name: str, value: object, spec: ParamSpec) -> object:
