@@ -359,3 +359,17 @@ def _cases() -> list:
 )
 def test_runtime_over_the_parameter_service(running, executable, node, name, check) -> None:
     check(running(executable), node, name)
+
+
+def test_launch_defaults_pick_the_caption_period_by_device() -> None:
+    """Point 5: the params file the launch file loads leaves caption_period on auto, which is 5 s on
+    CUDA and 30 s on a CPU (the CPU branch runs for real in the runtime cases above)."""
+    import torch
+    from av_scene_vlm.ros.caption_node import auto_caption_period
+
+    config = Path(__file__).resolve().parents[1] / "config" / "scene_vlm.yaml"
+    params = yaml.safe_load(config.read_text())["/**"]["ros__parameters"]
+    assert params["caption_period"] == -1.0 == caption_node.PARAMETERS["caption_period"][0]
+    assert auto_caption_period(torch.device("cuda:0"))[0] == 5.0
+    period, why = auto_caption_period(torch.device("cpu"))
+    assert period == 30.0 and "cpu" in why
