@@ -40,9 +40,9 @@ setup(
         # fallback, tests, benchmarks) build tokenizers from in-memory vocabularies (5.0)
         "huggingface_hub>=1.3",  # imported directly (cache lookup); transformers 5.0's own minimum;
         # installs the `hf` command the error messages name
-        "tokenizers>=0.22",  # imported by the random-weight builders; transformers 5.0's own minimum
+        "tokenizers>=0.22.1",  # imported by the random-weight builders; 0.22.0 needs huggingface_hub < 1
         "pillow>=10.0.1",  # transformers' image processors (its vision minimum)
-        "opencv-python-headless>=4.6",
+        "opencv-python-headless>=4.6.0.66",  # the first 4.6 wheel (its versions have a 4th part)
         "pyyaml>=6.0.1",  # first release with Python 3.11 wheels
         "matplotlib>=3.6",  # Axes.set_yticks(ticks, labels) (3.5); first with Python 3.11 wheels
         "tqdm>=4.60",
