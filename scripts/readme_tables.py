@@ -40,7 +40,7 @@ def table(node: str) -> str:
     params = importlib.import_module(NODES[node]).PARAMETERS
     rows = ["| parameter | default | set at runtime | description |", "|---|---|---|---|"]
     for name, spec in params.items():
-        default, desc, read_only = spec[:3]
+        default, desc, read_only = spec
         rows.append(f"| `{name}` | {_fmt(default)} | {'no' if read_only else 'yes'} | {desc} |")
     return "\n".join(rows)
 

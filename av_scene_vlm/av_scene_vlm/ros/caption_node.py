@@ -96,7 +96,7 @@ def auto_caption_period(device: object) -> tuple[float, str]:
     )
 
 
-# name -> (default, description, read_only[, example]); the README's table is generated from it.
+# name -> (default, description, read_only); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "caption_model": (
@@ -125,7 +125,6 @@ PARAMETERS: dict[str, ParamSpec] = {
         f"(0 = as fast as the model allows; -1 = auto: {AUTO_PERIOD_CUDA:g} s on CUDA, "
         f"{AUTO_PERIOD_CPU:g} s on CPU).",
         False,
-        5.0,
     ),
     "caption_scene_change_threshold": (
         0.0,
@@ -159,6 +158,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "diagnostics_period": DIAGNOSTICS_PERIOD,
     "use_cv_bridge": USE_CV_BRIDGE,
 }
+
+# Values shown in type errors where the default makes a poor example.
+EXAMPLES = {"caption_period": 5.0}
 
 _EMBEDDING_HISTORY = 64  # similarity messages kept per camera for stamp matching (~2 s at 30 Hz)
 
@@ -195,7 +197,7 @@ class CaptionNode(WorkerNode):
 
     def __init__(self, name: str = "caption_node", *, captioner: Captioner | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        self.declare(PARAMETERS)
+        self.declare(PARAMETERS, EXAMPLES)
         p = self._p
         self.cameras = plan_inputs(self)
         self._check_runtime({k: p(k) for k in PARAMETERS})

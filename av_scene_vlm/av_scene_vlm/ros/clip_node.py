@@ -66,7 +66,7 @@ from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 if TYPE_CHECKING:
     from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 
-# name -> (default, description, read_only[, example]); the README's table is generated from it.
+# name -> (default, description, read_only); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
@@ -78,32 +78,30 @@ PARAMETERS: dict[str, ParamSpec] = {
         "Prompt templates with '{}' for labels without prompts; ensembled.",
         False,
     ),
-    "labels": ([""], "Labels of a task named 'default' (empty = none).", False, ["car", "truck"]),
-    "tasks": (
-        "",
-        "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.",
-        False,
-        "weather: [clear, rain]",
-    ),
-    "tasks_file": (
-        "",
-        "YAML file with more tasks (same schema, or a params file with 'tasks').",
-        False,
-        "/etc/vehicle/tasks.yaml",
-    ),
+    "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
+    "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
+    "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
     "smoothing": (0.0, "EMA factor s in [0, 1): p = s*p_prev + (1-s)*p_new per camera and task.", False),
     "min_publish_period": (0.0, "Minimum seconds between results per camera (0 = every frame).", False),
     "publish_similarity": (True, "Publish scene/similarity.", False),
     "publish_embedding": (True, "Fill image_embedding in scene/similarity.", False),
     "heatmap": (True, "Publish scene/heatmap (computed only while subscribed).", False),
-    "heatmap_task": ("", "Task whose label the heatmap shows ('' = first task).", False, "weather"),
-    "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False, "rain"),
+    "heatmap_task": ("", "Task whose label the heatmap shows ('' = first task).", False),
+    "heatmap_label": ("", "Label the heatmap shows ('' = the task's top label).", False),
     "heatmap_alpha": (0.45, "Heatmap overlay opacity in [0, 1].", False),
     "heatmap_max_width": (960, "Downscale wider frames for the heatmap (0 = keep size).", False),
     "diagnostics_period": DIAGNOSTICS_PERIOD,
     "use_cv_bridge": USE_CV_BRIDGE,
 }
 TASK_PARAMS = ("labels", "tasks", "tasks_file", "template")
+# Values shown in type errors where the default is empty.
+EXAMPLES = {
+    "labels": ["car", "truck"],
+    "tasks": "weather: [clear, rain]",
+    "tasks_file": "/etc/vehicle/tasks.yaml",
+    "heatmap_task": "weather",
+    "heatmap_label": "rain",
+}
 
 
 def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Task]:
@@ -146,7 +144,7 @@ class ClipNode(WorkerNode):
 
     def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        self.declare(PARAMETERS)
+        self.declare(PARAMETERS, EXAMPLES)
         p = self._p
         self.cameras = plan_inputs(self)
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))

@@ -19,6 +19,7 @@ from rclpy.node import Node
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
 from av_scene_vlm.ros.parameters import (
+    Examples,
     ParameterTypeError,
     ParamSpec,
     coerce,
@@ -43,13 +44,10 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
-    "output_namespaces": (
-        [""],
-        "Per-camera output namespace; empty = '<camera ns>/scene'.",
-        True,
-        ["/front/scene"],
-    ),
+    "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
 }
+# Values shown in type errors where the default is empty (see parameters.Examples).
+INPUT_EXAMPLES = {"output_namespaces": ["/front/scene"]}
 DIAGNOSTICS_PERIOD: ParamSpec = (1.0, "Seconds between /diagnostics messages.", True)
 USE_CV_BRIDGE: ParamSpec = (
     True,
@@ -272,10 +270,11 @@ class WorkerNode(Node):
     WORKER_WHAT = "model work"  # for log lines: "<what> failed: ..."
     STOP_TIMEOUT_S = 5.0  # how long destroy_node waits for a step in progress
 
-    def declare(self, specs: Mapping[str, ParamSpec]) -> None:
+    def declare(self, specs: Mapping[str, ParamSpec], examples: Examples | None = None) -> None:
         """Declare the node's parameter table (see `parameters.declare_parameters`); call first."""
         self._specs = dict(specs)
-        declare_parameters(self, self._specs)
+        self._examples = {**INPUT_EXAMPLES, **(examples or {})}
+        declare_parameters(self, self._specs, self._examples)
 
     def _p(self, name: str):
         """A parameter's value, as its declared type."""
@@ -288,8 +287,11 @@ class WorkerNode(Node):
         new = {k: self._p(k) for k in names}
         for param in params:
             spec = self._specs.get(param.name)
+            if spec is None:
+                new[param.name] = param.value
+                continue
             try:
-                new[param.name] = param.value if spec is None else coerce(param.name, param.value, spec)
+                new[param.name] = coerce(param.name, param.value, spec, self._examples.get(param.name))
             except ParameterTypeError as exc:
                 raise ValueError(exc.line("runtime", self.get_fully_qualified_name())) from None
         return new

@@ -25,22 +25,24 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-# name -> (default, description, read_only) or (default, description, read_only, example).
-# The example (a value of the declared type) is shown in type errors; it defaults to the default.
-ParamSpec = tuple
+# name -> (default, description, read_only). The declared type is the default's.
+ParamSpec = tuple[object, str, bool]
+# name -> a value of the declared type shown in type errors where the default makes a poor example.
+Examples = Mapping[str, object]
 
 
 class ParameterTypeError(ValueError):
     """A parameter value of a type that cannot stand for the declared one."""
 
-    def __init__(self, name: str, spec: ParamSpec, value: object) -> None:
+    def __init__(self, name: str, spec: ParamSpec, value: object, example: object = None) -> None:
         self.name, self.spec, self.value = name, spec, value
+        self.example = example_of(spec) if example is None else example
         super().__init__(self.line())
 
     def line(self, how: str = "startup", node: str = "/node") -> str:
         """The one-line message; `how`: 'startup' (-p / params file) or 'runtime' (ros2 param set)."""
         expected = KIND_TEXT[kind_of(self.spec[0])]
-        example = example_of(self.spec)
+        example = self.example
         got = "no value (parameters cannot be deleted)" if self.value is None else describe(self.value)
         if how == "runtime":
             hint = f"ros2 param set {node} {self.name} {_shell(_runtime_text(example))}"
@@ -84,9 +86,7 @@ def kind_of(default: object) -> str:
 
 
 def example_of(spec: ParamSpec) -> object:
-    """A value of the right type to show in messages: the spec's example, else a non-empty default."""
-    if len(spec) > 3:
-        return spec[3]
+    """A value of the right type to show in messages when no example is given: a non-empty default."""
     default = spec[0]
     kind = kind_of(default)
     if kind == "string list" and not any(str(v).strip() for v in default):
@@ -119,8 +119,8 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def coerce(name: str, value: object, spec: ParamSpec) -> object:
-    """`value` as the declared type of parameter `name`, or ParameterTypeError."""
+def coerce(name: str, value: object, spec: ParamSpec, example: object = None) -> object:
+    """`value` as the declared type of parameter `name`, or ParameterTypeError (showing `example`)."""
     kind = kind_of(spec[0])
     if kind == "bool" and isinstance(value, bool):
         return value
@@ -135,23 +135,24 @@ def coerce(name: str, value: object, spec: ParamSpec) -> object:
             return [value]
         if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
             return list(value)  # an empty list arrives as a byte array; all() holds for it too
-    raise ParameterTypeError(name, spec, value)
+    raise ParameterTypeError(name, spec, value, example)
 
 
 def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def declare_parameters(node: Node, specs: Mapping[str, ParamSpec]) -> None:
+def declare_parameters(node: Node, specs: Mapping[str, ParamSpec], examples: Examples | None = None) -> None:
     """Declare every parameter (description, read-only flag) and type-check its start-up value.
 
     Raises ParameterTypeErrors listing every parameter whose value has the wrong type. A value that
     `coerce` converts is stored converted, so `ros2 param get` shows the declared type. Runtime
     changes are converted by a pre-set callback (rclpy >= Iron) and type-checked by an on-set one.
     """
+    examples = examples or {}
     errors = []
     for name, spec in specs.items():
-        default, desc, read_only = spec[:3]
+        default, desc, read_only = spec
         constraint = f"type: {kind_of(default)}"
         node.declare_parameter(
             name,
@@ -160,7 +161,7 @@ def declare_parameters(node: Node, specs: Mapping[str, ParamSpec]) -> None:
         )
         value = node.get_parameter(name).value
         try:
-            typed = coerce(name, value, spec)
+            typed = coerce(name, value, spec, examples.get(name))
         except ParameterTypeError as exc:
             errors.append(exc)
             continue
@@ -177,7 +178,7 @@ def declare_parameters(node: Node, specs: Mapping[str, ParamSpec]) -> None:
         raise ParameterTypeErrors(errors)
     if hasattr(node, "add_pre_set_parameters_callback"):  # rclpy >= Iron; on Humble _p() converts
         node.add_pre_set_parameters_callback(lambda params: _converted(params, specs))
-    node.add_on_set_parameters_callback(lambda params: _type_check(params, specs, node))
+    node.add_on_set_parameters_callback(lambda params: _type_check(params, specs, node, examples))
 
 
 _TYPE_IDS = {
@@ -218,13 +219,15 @@ def _converted(params: list[Parameter], specs: Mapping[str, ParamSpec]) -> list[
     return out
 
 
-def _type_check(params: list[Parameter], specs: Mapping[str, ParamSpec], node: Node) -> SetParametersResult:
+def _type_check(
+    params: list[Parameter], specs: Mapping[str, ParamSpec], node: Node, examples: Examples
+) -> SetParametersResult:
     """On-set callback: reject a value of the wrong type (or a deletion) with the one-line reason."""
     restore_declared_types(node, params, specs)
     for param in params:
         if param.name in specs:
             try:
-                coerce(param.name, param.value, specs[param.name])
+                coerce(param.name, param.value, specs[param.name], examples.get(param.name))
             except ParameterTypeError as exc:
                 return SetParametersResult(
                     successful=False, reason=exc.line("runtime", node.get_fully_qualified_name())

@@ -35,7 +35,7 @@ from rclpy.node import Node
 from av_scene_vlm.ros import caption_node, clip_node
 from av_scene_vlm.ros.caption_node import CaptionNode
 from av_scene_vlm.ros.clip_node import ClipNode
-from av_scene_vlm.ros.node_utils import ParamSpec, declare_parameters, run_nodes
+from av_scene_vlm.ros.node_utils import INPUT_EXAMPLES, ParamSpec, declare_parameters, run_nodes
 from av_scene_vlm.ros.parameters import ParameterTypeError, ParameterTypeErrors
 
 # scene_vlm's own parameters (read by the bootstrap node); the README's table is generated from it.
@@ -71,10 +71,11 @@ def check_parameter_types(**node_kwargs: Any) -> None:
     except ParameterTypeErrors as exc:  # enable_caption itself: check the captioner's too
         errors += exc.errors
         tables.append(("caption_node", caption_node.PARAMETERS))
+    examples = {**INPUT_EXAMPLES, **clip_node.EXAMPLES, **caption_node.EXAMPLES}
     for name, table in tables:
         node = Node(name, start_parameter_services=False, enable_rosout=False, **node_kwargs)
         try:
-            declare_parameters(node, table)
+            declare_parameters(node, table, examples)
         except ParameterTypeErrors as exc:
             errors += exc.errors
         finally:
