@@ -33,12 +33,20 @@ ROS = {
 }
 
 
-def _install_requires() -> dict[str, str]:
+def _requirements(which: str) -> dict[str, str]:
+    """`install_requires`, or every extra's requirements together ('extras'), by distribution name."""
     tree = ast.parse((PKG / "setup.py").read_text())
+    reqs: list[str] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "install_requires":
+        if isinstance(node, ast.keyword) and node.arg == "install_requires" and which == "install_requires":
             reqs = [e.value for e in node.value.elts]
-    return {re.split(r"[<>=!~ ]", r, maxsplit=1)[0].lower().replace("_", "-"): r for r in reqs}
+        if isinstance(node, ast.keyword) and node.arg == "extras_require" and which == "extras":
+            reqs = [e.value for group in node.value.values for e in group.elts]
+    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower().replace("_", "-"): r for r in reqs}
+
+
+def _install_requires() -> dict[str, str]:
+    return _requirements("install_requires")
 
 
 def _imported_modules() -> set[str]:
@@ -53,10 +61,11 @@ def _imported_modules() -> set[str]:
 
 
 def test_every_imported_third_party_module_is_declared_with_a_minimum() -> None:
-    declared = _install_requires()
+    """Required, or (for optional features imported where they are used) in an extra."""
+    declared = {**_requirements("extras"), **_install_requires()}
     for module in sorted(_imported_modules()):
         dist = DISTRIBUTIONS.get(module, module).lower().replace("_", "-")
-        assert dist in declared, f"{module} is imported but {dist} is not in install_requires"
+        assert dist in declared, f"{module} is imported but {dist} is not declared in setup.py"
         assert ">=" in declared[dist], declared[dist]
 
 
