@@ -29,21 +29,28 @@ setup(
     data_files=DATA_FILES,
     python_requires=">=3.11",
     # Loose ranges: a vehicle brings its own CUDA/Jetson torch; dev/CI pins live in
-    # requirements/constraints.txt at the repository root.
+    # requirements/constraints.txt at the repository root. Each minimum is a version the code was run
+    # with: scripts/check_dependency_floors.sh installs exactly these and runs the ROS-free tests
+    # (README, "Dependencies"). Why each is what it is:
     install_requires=[
         "numpy>=1.24",
-        "torch>=2.1",
-        "transformers>=4.49",
-        "pillow>=9",
-        "opencv-python-headless>=4.6",
-        "pyyaml>=6",
-        "matplotlib>=3.6",
+        "torch>=2.4",  # transformers 5's Qwen2.5-VL calls torch.is_autocast_enabled(device) (2.4)
+        "torchvision>=0.19",  # torch 2.4's pair; Qwen2.5-VL's processor needs it (captions are on)
+        "transformers>=5.0",  # from_pretrained(dtype=...) (4.56); the random-weight builders (demo
+        # fallback, tests, benchmarks) build tokenizers from in-memory vocabularies (5.0)
+        "huggingface_hub>=1.3",  # imported directly (cache lookup); transformers 5.0's own minimum;
+        # installs the `hf` command the error messages name
+        "tokenizers>=0.22.1",  # imported by the random-weight builders; 0.22.0 needs huggingface_hub < 1
+        "pillow>=10.0.1",  # transformers' image processors (its vision minimum)
+        "opencv-python-headless>=4.6.0.66",  # the first 4.6 wheel (its versions have a 4th part)
+        "pyyaml>=6.0.1",  # first release with Python 3.11 wheels
+        "matplotlib>=3.6",  # Axes.set_yticks(ticks, labels) (3.5); first with Python 3.11 wheels
         "tqdm>=4.60",
-        "rosbags>=0.10",
+        "rosbags>=0.11.1",  # StoragePlugin and Writer(storage_plugin=) (0.10.9); reading on the
+        # prefetch thread (0.11.1: 0.11.0 and older tie the sqlite3 connection to the opening thread)
     ],
     extras_require={
         "test": ["pytest"],
-        "caption": ["torchvision>=0.16"],
         # `av-scene-vlm index` / `search --db` (LanceDB) and `index --ray` (Ray Data).
         "fleet": ["lancedb>=0.25", "pyarrow>=16", "ray[data]>=2.40"],
     },

@@ -1,21 +1,29 @@
 """Generate (or check) the README's parameter tables from the nodes' PARAMETERS dicts.
 
-    python scripts/readme_tables.py          # rewrite the tables in README.md
-    python scripts/readme_tables.py --check  # exit 1 if README.md is out of date (used by the tests)
+    python scripts/readme_tables.py                  # rewrite the tables in README.md
+    python scripts/readme_tables.py --check          # exit 1 if README.md is out of date (the tests run it)
+    python scripts/readme_tables.py --check --readme OTHER.md
 
 Why: the nodes declare each parameter once, with default, description and read-only flag; the README
-tables are generated from that so they cannot drift.
+tables are generated from that so they cannot drift. Every node must have its table: a README
+without a node's `<!-- params:NODE -->` ... `<!-- /params -->` block fails the check (and cannot be
+regenerated), so a node's parameters can never go undocumented because its marker is missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import re
 import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-NODES = {"clip_node": "av_scene_vlm.ros.clip_node", "caption_node": "av_scene_vlm.ros.caption_node"}
+NODES = {
+    "clip_node": "av_scene_vlm.ros.clip_node",
+    "caption_node": "av_scene_vlm.ros.caption_node",
+    "scene_vlm": "av_scene_vlm.ros.scene_vlm",  # its own parameter; it also reads both tables above
+}
 
 
 def _fmt(value: object) -> str:
@@ -31,27 +39,50 @@ def _fmt(value: object) -> str:
 def table(node: str) -> str:
     params = importlib.import_module(NODES[node]).PARAMETERS
     rows = ["| parameter | default | set at runtime | description |", "|---|---|---|---|"]
-    for name, (default, desc, read_only) in params.items():
+    for name, spec in params.items():
+        default, desc, read_only = spec
         rows.append(f"| `{name}` | {_fmt(default)} | {'no' if read_only else 'yes'} | {desc} |")
     return "\n".join(rows)
 
 
+def _pattern(node: str) -> re.Pattern[str]:
+    # The block's body may not hold another marker, so one node's block never swallows the next.
+    body = r"(?:(?!<!-- /?params)[\s\S])*?"
+    return re.compile(rf"(<!-- params:{re.escape(node)} -->\n){body}(<!-- /params -->)")
+
+
+def missing_tables(text: str) -> list[str]:
+    """Nodes whose marked table block is absent (or present more than once)."""
+    return [node for node in NODES if len(_pattern(node).findall(text)) != 1]
+
+
 def render(text: str) -> str:
     for node in NODES:
-        pattern = re.compile(rf"(<!-- params:{node} -->\n).*?(\n<!-- /params -->)", re.S)
-        text = pattern.sub(lambda m, node=node: m.group(1) + table(node) + m.group(2), text)
+        text = _pattern(node).sub(lambda m, node=node: m.group(1) + table(node) + "\n" + m.group(2), text)
     return text
 
 
 def main(argv: list[str]) -> int:
-    current = README.read_text()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 when out of date")
+    parser.add_argument("--readme", type=Path, default=README, help="the README to check or rewrite")
+    args = parser.parse_args(argv)
+    current = args.readme.read_text()
+    missing = missing_tables(current)
+    if missing:
+        for node in missing:
+            print(
+                f"{args.readme.name} needs exactly one parameter table for {node}: a block "
+                f"'<!-- params:{node} -->' ... '<!-- /params -->' (then run python scripts/readme_tables.py)"
+            )
+        return 1
     updated = render(current)
-    if "--check" in argv:
+    if args.check:
         if updated != current:
-            print("README.md parameter tables are out of date: run python scripts/readme_tables.py")
+            print(f"{args.readme.name} parameter tables are out of date: run python scripts/readme_tables.py")
             return 1
         return 0
-    README.write_text(updated)
+    args.readme.write_text(updated)
     return 0
 
 

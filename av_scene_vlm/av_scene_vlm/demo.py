@@ -48,7 +48,8 @@ def choose_model(requested: str, out: Path) -> tuple[str, bool]:
     print(
         "[demo] FALLING BACK to a RANDOM test model: its labels mean nothing. The demo still shows the real\n"
         "       data path (topics, headers, batching, heatmap, diagnostics). For real labels run\n"
-        f"       `huggingface-cli download {requested}` on a machine with network, then `make demo` again."
+        f"       `hf download {requested}` on a machine with network (huggingface_hub older than 0.34:\n"
+        "       `huggingface-cli download`), then `make demo` again."
     )
     return str(path), False
 

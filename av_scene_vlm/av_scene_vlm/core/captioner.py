@@ -28,6 +28,7 @@ from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_PROMPT,
+    OLD_CLI_NOTE,
     ModelLoadError,
     from_pretrained,
     resolve_device,
@@ -329,15 +330,17 @@ def _load(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tu
         )
     except ModelLoadError as exc:
         message = str(exc)
-        if "huggingface-cli download" not in message:
+        if "hf download" not in message:
             message += (
-                f" A Qwen2.5-VL checkpoint is fetched with `huggingface-cli download {DEFAULT_CAPTION_MODEL}"
-                " --local-dir DIR` on a machine with network access; then pass DIR as the model."
+                f" A Qwen2.5-VL checkpoint is fetched with `hf download {DEFAULT_CAPTION_MODEL}"
+                f" --local-dir DIR` on a machine with network access ({OLD_CLI_NOTE}); then pass DIR"
+                " as the model."
             )
         raise ModelLoadError(message) from None
     except ImportError as exc:
         raise ModelLoadError(
             f"cannot load model '{model}': {exc}. Qwen2.5-VL's processor needs torchvision "
-            "(pip install 'av_scene_vlm[caption]'); flash_attention_2 needs the flash_attn package."
+            "(a requirement of av_scene_vlm: install the torchvision built for your torch); "
+            "flash_attention_2 needs the flash_attn package."
         ) from None
     return net.to(device).eval(), processor

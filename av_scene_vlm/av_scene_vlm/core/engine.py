@@ -66,8 +66,10 @@ class FrameResult:
 class ZeroShotEngine:
     """CLIP zero-shot classification and image-text similarity over batches of RGB frames.
 
-    Thread-safe: the node's worker thread classifies while parameter callbacks call `set_tasks`
-    (which only validates; texts are encoded lazily by the next call, off the executor thread).
+    Thread-safe: the node's worker thread classifies while parameter callbacks call `set_tasks`,
+    which only validates and swaps in the new label sets without waiting for a running batch (that
+    batch finishes with the label sets it started with; texts are encoded by the next call, off the
+    executor thread).
     """
 
     def __init__(
@@ -94,42 +96,48 @@ class ZeroShotEngine:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = text_cache_size
         self.text_encoder_calls = 0  # times the text tower ran (the cache tests watch this)
-        self._tasks: list[Task] = []
-        self._templates: tuple[str, ...] = validate_templates(templates)
-        self._task_embeds: list[torch.Tensor] | None = None
+        # The label sets as one immutable pair, swapped whole by set_tasks without the lock; the
+        # label embeddings are cached for the pair they were computed from.
+        self._config: tuple[tuple[Task, ...], tuple[str, ...]] = ((), validate_templates(templates))
+        self._embeds_for: tuple[object, list[torch.Tensor]] | None = None
         self.set_tasks(tasks, templates)
 
     # ---- tasks -------------------------------------------------------------------------------
     @property
     def tasks(self) -> list[Task]:
-        return list(self._tasks)
+        """The newest label sets (a batch already running finishes with the ones it started with)."""
+        return list(self._config[0])
 
     @property
     def templates(self) -> tuple[str, ...]:
-        return self._templates
+        return self._config[1]
 
     def set_tasks(self, tasks: Sequence[Task], templates: Sequence[str] | None = None) -> None:
-        """Replace the label sets; validated now, encoded by the next call that needs them."""
-        new_templates = validate_templates(templates) if templates is not None else self._templates
+        """Replace the label sets; validated now, used from the next batch, encoded by the next call
+        that needs them. Never waits for a running batch (parameter services call this)."""
+        new_templates = validate_templates(templates) if templates is not None else self._config[1]
         new_tasks = check_unique(tasks)
         for t in new_tasks:
             if len(t.labels) < 2:
                 raise TaskError(f"task {t.name!r} needs at least 2 labels")
-        with self._lock:
-            self._tasks, self._templates, self._task_embeds = new_tasks, new_templates, None
+        self._config = (tuple(new_tasks), new_templates)  # one atomic swap; readers take one snapshot
 
-    def prompts(self, task: Task) -> list[list[str]]:
-        """The prompts of each label of `task` after template expansion."""
-        return [expand_prompts(label, self._templates) for label in task.labels]
+    def prompts(self, task: Task, templates: Sequence[str] | None = None) -> list[list[str]]:
+        """The prompts of each label of `task` after template expansion (default: current templates)."""
+        templates = self._config[1] if templates is None else templates
+        return [expand_prompts(label, templates) for label in task.labels]
 
     def prepare(self) -> None:
         """Encode the current tasks' texts now (at start-up, so the first frame is not slow)."""
         with self._lock, torch.inference_mode():
-            self._label_embeddings()
+            self._label_embeddings(self._config)
 
-    def _label_embeddings(self) -> list[torch.Tensor]:
-        if self._task_embeds is None:
-            per_task = [self.prompts(task) for task in self._tasks]
+    def _label_embeddings(self, config: tuple[tuple[Task, ...], tuple[str, ...]]) -> list[torch.Tensor]:
+        """Ensembled label embeddings of `config` (a snapshot of `_config`); caller holds the lock."""
+        cached = self._embeds_for
+        if cached is None or cached[0] is not config:
+            tasks, templates = config
+            per_task = [self.prompts(task, templates) for task in tasks]
             flat = [p for labels in per_task for prompts in labels for p in prompts]
             encoded = self._encode_cached(flat)  # one text-tower call for every new prompt
             embeds, i = [], 0
@@ -141,8 +149,8 @@ class ZeroShotEngine:
                     i += len(prompts)
                 mean = torch.stack(means)
                 embeds.append(mean / mean.norm(dim=-1, keepdim=True))
-            self._task_embeds = embeds
-        return self._task_embeds
+            cached = self._embeds_for = (config, embeds)
+        return cached[1]
 
     # ---- text ---------------------------------------------------------------------------------
     def _encode_cached(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -220,10 +228,11 @@ class ZeroShotEngine:
         want = [bool(heatmap)] * len(frames) if isinstance(heatmap, bool) else [bool(h) for h in heatmap]
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
-            if not self._tasks:
+            config = self._config  # this batch's label sets, whatever set_tasks does meanwhile
+            tasks = list(config[0])
+            if not tasks:
                 raise TaskError("no tasks configured: set labels or tasks first")
-            label_embeds = self._label_embeddings()
-            tasks = self._tasks
+            label_embeds = self._label_embeddings(config)
             img, patch = self._encode_images(frames, patches=any(want))
             cos = [img @ e.T for e in label_embeds]  # per task (N, L)
             probs = [(self.logit_scale * c.double()).softmax(dim=-1) for c in cos]  # float64: sums to 1

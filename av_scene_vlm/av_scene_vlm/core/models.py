@@ -40,6 +40,10 @@ _DTYPES = {
 }
 
 
+# huggingface_hub < 0.34 has only the old CLI name; >= 1.0 only `hf`.
+OLD_CLI_NOTE = "with huggingface_hub older than 0.34: `huggingface-cli download`"
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message names it and says how to get it."""
 
@@ -53,17 +57,21 @@ def offline() -> bool:
 
 
 def how_to_get(model: str, example: str = DEFAULT_CLIP_MODEL) -> str:
-    """The remedy printed with every load failure; `example` is a hub id of the right kind of model."""
+    """The remedy printed with every load failure; `example` is a hub id of the right kind of model.
+
+    Names `hf download`, the CLI huggingface_hub installs since 0.34 (and only it since 1.0);
+    `huggingface-cli download` is given as the old name for older installs.
+    """
     if _looks_like_path(model):
         return (
             f"'{model}' is not a directory holding a saved model (config.json + weights). Pass a "
-            f"directory written by save_pretrained (e.g. `huggingface-cli download {example} --local-dir "
-            "DIR` on a machine with network access) or a Hugging Face hub id."
+            f"directory written by save_pretrained (e.g. `hf download {example} --local-dir DIR` on a "
+            f"machine with network access; {OLD_CLI_NOTE}) or a Hugging Face hub id."
         )
     return (
-        f"Download it on a machine with network access: `huggingface-cli download {model}` "
-        f"(or `hf download {model} --local-dir DIR`), then pass DIR as the model, or copy the "
-        "Hugging Face cache (~/.cache/huggingface) and keep HF_HUB_OFFLINE=1."
+        f"Download it on a machine with network access: `hf download {model} --local-dir DIR` "
+        f"({OLD_CLI_NOTE}), then pass DIR as the model; or `hf download {model}` there and copy the "
+        "Hugging Face cache (~/.cache/huggingface) here, keeping HF_HUB_OFFLINE=1."
     )
 
 

@@ -110,12 +110,23 @@ def parse_tasks(spec: object) -> list[Task]:
     return [parse_task(str(k), v) for k, v in spec.items()]
 
 
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line ("expected ',' or ']' ... (line 1, column 22)"): node start-up
+    errors and parameter rejections are single lines."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def parse_tasks_yaml(text: str) -> list[Task]:
     """Parse tasks from YAML text (a parameter value or a file's content)."""
     try:
         data = yaml.safe_load(text) if text and text.strip() else None
     except yaml.YAMLError as exc:
-        raise TaskError(f"tasks are not valid YAML: {exc}") from None
+        raise TaskError(f"tasks are not valid YAML: {yaml_error(exc)}") from None
     return parse_tasks(data)
 
 
@@ -130,7 +141,7 @@ def load_tasks_file(path: str | Path) -> list[Task]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TaskError(f"tasks file {str(p)!r} is not valid YAML: {exc}") from None
+        raise TaskError(f"tasks file {str(p)!r} is not valid YAML: {yaml_error(exc)}") from None
     params = _find_ros_parameters(data)
     if params is not None:
         tasks = parse_tasks_yaml(params.get("tasks", "")) if isinstance(params.get("tasks"), str) else []

@@ -5,7 +5,9 @@ Same camera inputs as clip_node: executor callbacks only store the newest frame 
 callback, and frames that arrive meanwhile replace the slot (counted as dropped) instead of queueing.
 
 Rate: a camera is captioned when `caption_period` seconds of *monotonic wall time* have passed since
-its last caption started. Wall time, not the node clock, on purpose: generation costs wall time, so
+its last caption started. The default, -1 (auto), fits the machine: 5 s when the captioner runs on
+CUDA, 30 s on a CPU, where a 3B model takes many seconds of every core per caption (the start-up log
+says which was chosen and why). Wall time, not the node clock, on purpose: generation costs wall time, so
 with `use_sim_time` and a bag replayed at 4x, captions come at most every `caption_period` real
 seconds (1 per 4 * period of bag time), and a paused or jumping /clock cannot stall or flood them.
 Every Caption still carries the SOURCE image header, so it lines up with the bag.
@@ -62,7 +64,6 @@ from av_scene_vlm.ros.node_utils import (
     ParamSpec,
     WorkerNode,
     camera_status,
-    declare_parameters,
     dtype_name,
     kv,
     lower_thread_priority,
@@ -77,8 +78,25 @@ if TYPE_CHECKING:
     from av_scene_vlm.core.captioner import Captioner
 
 EMBEDDING_SOURCES = ("similarity_topic", "compute")
+# caption_period -1 (auto): on a CPU the 3B captioner needs many seconds of every core per caption, and
+# the classifier keeps >= 90 % of its frames only with a caption every ~30 s (docs/PERFORMANCE.md).
+AUTO_PERIOD = -1.0
+AUTO_PERIOD_CUDA = 5.0
+AUTO_PERIOD_CPU = 30.0
 
-# name -> (default, description, read_only). The README's parameter table is checked against this.
+
+def auto_caption_period(device: object) -> tuple[float, str]:
+    """The period `caption_period: -1` stands for on `device`, and why (for the start-up log)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        return AUTO_PERIOD_CUDA, f"the captioner runs on {device}"
+    return AUTO_PERIOD_CPU, (
+        f"the captioner runs on {device}, where each caption takes seconds of every core "
+        f"({AUTO_PERIOD_CUDA:g} s on CUDA)"
+    )
+
+
+# name -> (default, description, read_only); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "caption_model": (
@@ -102,9 +120,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "caption_period": (
-        5.0,
+        -1.0,
         "Caption the newest frame at most every this many seconds per camera, monotonic wall time "
-        "(0 = as fast as the model allows).",
+        f"(0 = as fast as the model allows; -1 = auto: {AUTO_PERIOD_CUDA:g} s on CUDA, "
+        f"{AUTO_PERIOD_CPU:g} s on CPU).",
         False,
     ),
     "caption_scene_change_threshold": (
@@ -139,6 +158,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "diagnostics_period": DIAGNOSTICS_PERIOD,
     "use_cv_bridge": USE_CV_BRIDGE,
 }
+
+# Values shown in type errors where the default makes a poor example.
+EXAMPLES = {"caption_period": 5.0}
 
 _EMBEDDING_HISTORY = 64  # similarity messages kept per camera for stamp matching (~2 s at 30 Hz)
 
@@ -175,7 +197,7 @@ class CaptionNode(WorkerNode):
 
     def __init__(self, name: str = "caption_node", *, captioner: Captioner | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        declare_parameters(self, PARAMETERS)
+        self.declare(PARAMETERS, EXAMPLES)
         p = self._p
         self.cameras = plan_inputs(self)
         self._check_runtime({k: p(k) for k in PARAMETERS})
@@ -254,9 +276,15 @@ class CaptionNode(WorkerNode):
         self._torch_threads = int(p("caption_num_threads"))
         self._nice = int(p("caption_nice"))
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
+        self._auto_period, why = auto_caption_period(self.captioner.device)
+        if p("caption_period") == AUTO_PERIOD:
+            self.get_logger().info(
+                f"caption_period auto: every {self._auto_period:g} s, because {why}; "
+                "set caption_period to choose another period"
+            )
         self.start_worker()
         self.get_logger().info(
-            f"captioning {', '.join(c.topic for c in self.cameras)} every {p('caption_period')} s with "
+            f"captioning {', '.join(c.topic for c in self.cameras)} every {self._period():g} s with "
             f"'{self.captioner.model_id}' on {self.captioner.device} "
             f"({dtype_name(self.captioner.dtype)})"
         )
@@ -264,20 +292,27 @@ class CaptionNode(WorkerNode):
     # ---- parameters ------------------------------------------------------------------------------
     @staticmethod
     def _check_runtime(values: dict) -> None:
-        if float(values["caption_period"]) < 0:
-            raise ValueError("caption_period must be >= 0")
+        if float(values["caption_period"]) < 0 and float(values["caption_period"]) != AUTO_PERIOD:
+            raise ValueError(
+                f"caption_period must be >= 0 seconds, or -1 for auto ({AUTO_PERIOD_CUDA:g} s on CUDA, "
+                f"{AUTO_PERIOD_CPU:g} s on CPU)"
+            )
         if not 0.0 <= float(values["caption_scene_change_threshold"]) <= 2.0:
             raise ValueError("caption_scene_change_threshold must be in [0, 2] (cosine distance; 0 = off)")
         if not str(values["caption_prompt"]).strip():
             raise ValueError("caption_prompt must not be empty")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        new = self._proposed(PARAMETERS, params)
         try:
-            self._check_runtime(new)
+            self._check_runtime(self._proposed(PARAMETERS, params))
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
+
+    def _period(self) -> float:
+        """Seconds between captions per camera now (`caption_period`, auto resolved)."""
+        period = float(self._p("caption_period"))
+        return self._auto_period if period == AUTO_PERIOD else period
 
     # ---- embeddings --------------------------------------------------------------------------------
     def _load_clip(self) -> None:
@@ -342,7 +377,7 @@ class CaptionNode(WorkerNode):
         items = self.inputs.take(len(self.cameras), timeout=0.2)
         if not items:
             return
-        period = float(self._p("caption_period"))
+        period = self._period()
         threshold = float(self._p("caption_scene_change_threshold"))
         use_cv_bridge = bool(self._p("use_cv_bridge"))
         now = time.monotonic()
@@ -430,6 +465,7 @@ class CaptionNode(WorkerNode):
                     dtype=dtype_name(self.captioner.dtype),
                     captions=self.captions,
                     captions_per_min=f"{self._caption_rate.rate() * 60:.2f}",
+                    caption_period_s=f"{self._period():g}",
                     latency_p50_ms=f"{self._latency.get(0.5) * 1e3:.1f}",
                     latency_p95_ms=f"{self._latency.get(0.95) * 1e3:.1f}",
                     tokens_p50=f"{self._tokens.get(0.5):.0f}",
@@ -450,7 +486,7 @@ class CaptionNode(WorkerNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm caption_node`."""
-    return run_nodes([CaptionNode], args)
+    return run_nodes([CaptionNode], args, PARAMETERS)
 
 
 if __name__ == "__main__":

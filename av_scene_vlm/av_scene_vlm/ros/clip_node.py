@@ -55,7 +55,6 @@ from av_scene_vlm.ros.node_utils import (
     WorkerNode,
     camera_status,
     clean_list,
-    declare_parameters,
     dtype_name,
     kv,
     pin_torch_threads,
@@ -67,7 +66,7 @@ from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 if TYPE_CHECKING:
     from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
 
-# name -> (default, description, read_only). The README's parameter table is checked against this.
+# name -> (default, description, read_only); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     **INPUT_PARAMETERS,
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
@@ -95,6 +94,14 @@ PARAMETERS: dict[str, ParamSpec] = {
     "use_cv_bridge": USE_CV_BRIDGE,
 }
 TASK_PARAMS = ("labels", "tasks", "tasks_file", "template")
+# Values shown in type errors where the default is empty.
+EXAMPLES = {
+    "labels": ["car", "truck"],
+    "tasks": "weather: [clear, rain]",
+    "tasks_file": "/etc/vehicle/tasks.yaml",
+    "heatmap_task": "weather",
+    "heatmap_label": "rain",
+}
 
 
 def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Task]:
@@ -137,7 +144,7 @@ class ClipNode(WorkerNode):
 
     def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
         super().__init__(name, **kwargs)
-        declare_parameters(self, PARAMETERS)
+        self.declare(PARAMETERS, EXAMPLES)
         p = self._p
         self.cameras = plan_inputs(self)
         tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
@@ -210,8 +217,8 @@ class ClipNode(WorkerNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate changes; label/task changes are applied at once and re-encoded by the worker."""
-        new = self._proposed(PARAMETERS, params)
         try:
+            new = self._proposed(PARAMETERS, params)
             self._check_runtime(new)
             if any(p.name in TASK_PARAMS for p in params):
                 tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
@@ -373,7 +380,7 @@ class ClipNode(WorkerNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm clip_node`."""
-    return run_nodes([ClipNode], args)
+    return run_nodes([ClipNode], args, PARAMETERS)
 
 
 if __name__ == "__main__":

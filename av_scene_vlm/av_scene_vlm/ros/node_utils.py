@@ -1,25 +1,35 @@
 """Pieces shared by clip_node, caption_node and scene_vlm: parameter tables, start-up, worker threads.
 
-Why one module: both nodes take the same camera inputs and must fail the same way (one clear error,
-exit 1) when a model or parameter is bad; keeping that here keeps their behaviour identical.
+Why one module: both nodes take the same camera inputs and must fail the same way when a model or
+parameter is bad (one clear line; exit 1 for a model, 2 for a parameter); keeping that here keeps
+their behaviour identical. Parameter types and their messages live in `parameters`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
+from av_scene_vlm.ros.parameters import (
+    Examples,
+    ParameterTypeError,
+    ParamSpec,
+    coerce,
+    declare_parameters,
+    quote_param_args,
+    restore_declared_types,
+    typed_value,
+)
 
-# name -> (default, description, read_only). Each node's README table is checked against its dict.
-ParamSpec = tuple[object, str, bool]
+__all__ = ["ParamSpec", "declare_parameters"]  # re-exported: the nodes declare their tables with them
 
 INPUT_PARAMETERS: dict[str, ParamSpec] = {
     "image_topics": (
@@ -36,6 +46,8 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
     "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
     "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
 }
+# Values shown in type errors where the default is empty (see parameters.Examples).
+INPUT_EXAMPLES = {"output_namespaces": ["/front/scene"]}
 DIAGNOSTICS_PERIOD: ParamSpec = (1.0, "Seconds between /diagnostics messages.", True)
 USE_CV_BRIDGE: ParamSpec = (
     True,
@@ -45,24 +57,17 @@ USE_CV_BRIDGE: ParamSpec = (
 )
 
 
-def declare_parameters(node: Node, specs: dict[str, ParamSpec]) -> None:
-    """Declare every parameter with its description, so `ros2 param describe` documents it."""
-    for name, (default, desc, read_only) in specs.items():
-        node.declare_parameter(name, default, ParameterDescriptor(description=desc, read_only=read_only))
-
-
 def clean_list(values: Sequence[str] | None) -> list[str]:
     """Drop blank entries: ROS string arrays cannot be empty in YAML, so `[""]` means 'none'."""
     return [v for v in values if v.strip()] if values else []
 
 
-def plan_inputs(node: Node) -> list:  # -> list[Camera]
+def plan_inputs(node: WorkerNode) -> list:  # -> list[Camera]
     """Validate the parameters both nodes share (INPUT_PARAMETERS, diagnostics_period) and plan the
     cameras, before any model is loaded."""
     from av_scene_vlm.ros.camera_input import check_input_qos, plan_cameras
 
-    def p(name: str):
-        return node.get_parameter(name).value
+    p = node._p
 
     check_input_qos(p("input_reliability"), int(p("input_depth")))
     if float(p("diagnostics_period")) <= 0:
@@ -132,8 +137,16 @@ def use_own_cuda_stream(device: object) -> object | None:
 NodeFactory = Callable[[], Node | None]
 
 
-def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -> int:
-    """Init rclpy, build nodes (one clear error + exit 1 if a model or parameter is bad), spin.
+def run_nodes(
+    factories: Sequence[NodeFactory],
+    args: list[str] | None = None,
+    params: Mapping[str, ParamSpec] | None = None,
+) -> int:
+    """Init rclpy, build nodes, spin. A bad parameter is one line per parameter and exit code 2
+    (like the CLIs' usage errors), a model that cannot be loaded one line and exit 1; no traceback.
+
+    `params`: every parameter the nodes declare, so `-p` values are quoted as they are meant
+    (`parameters.quote_param_args`) before rcl parses them.
 
     A factory may return None to skip its node (scene_vlm with `enable_caption:=false`). All nodes
     share one executor; their model work runs on each node's own worker thread.
@@ -144,8 +157,16 @@ def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -
     30 Hz, 2 cores): 0.9 processed fps and 7 Hz received with it, 9 fps and 30 Hz with this one.
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.impl.implementation_singleton import rclpy_implementation
 
-    rclpy.init(args=args)
+    argv = list(sys.argv if args is None else args)
+    logger = rclpy.logging.get_logger("av_scene_vlm")
+    try:
+        rclpy.init(args=quote_param_args(argv, params or {}))
+    except rclpy_implementation.RCLError as exc:  # a params file or --ros-args rcl cannot parse
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        logger.fatal(f"cannot read the ROS arguments (params file, -p): {first}")
+        return 2
     nodes: list[Node] = []
     try:
         for factory in factories:
@@ -153,11 +174,12 @@ def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -
             if node is not None:
                 nodes.append(node)
     except (ModelLoadError, TaskError, ValueError) as exc:
-        rclpy.logging.get_logger("av_scene_vlm").fatal(str(exc))
+        for line in str(exc).splitlines():  # ParameterTypeErrors: one line per parameter
+            logger.fatal(line)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
-        return 1
+        return 1 if isinstance(exc, ModelLoadError) else 2
     executor = SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
@@ -248,13 +270,30 @@ class WorkerNode(Node):
     WORKER_WHAT = "model work"  # for log lines: "<what> failed: ..."
     STOP_TIMEOUT_S = 5.0  # how long destroy_node waits for a step in progress
 
+    def declare(self, specs: Mapping[str, ParamSpec], examples: Examples | None = None) -> None:
+        """Declare the node's parameter table (see `parameters.declare_parameters`); call first."""
+        self._specs = dict(specs)
+        self._examples = {**INPUT_EXAMPLES, **(examples or {})}
+        declare_parameters(self, self._specs, self._examples)
+
     def _p(self, name: str):
-        return self.get_parameter(name).value
+        """A parameter's value, as its declared type."""
+        return typed_value(self, name, self._specs)
 
     def _proposed(self, names: Sequence[str], params: list) -> dict:
-        """The values of `names` as they would be after a parameter change, for validating it whole."""
+        """The values of `names` as they would be after a parameter change, for validating it whole;
+        ValueError with the one-line reason when a new value has the wrong type."""
+        restore_declared_types(self, params, self._specs)
         new = {k: self._p(k) for k in names}
-        new.update({param.name: param.value for param in params})
+        for param in params:
+            spec = self._specs.get(param.name)
+            if spec is None:
+                new[param.name] = param.value
+                continue
+            try:
+                new[param.name] = coerce(param.name, param.value, spec, self._examples.get(param.name))
+            except ParameterTypeError as exc:
+                raise ValueError(exc.line("runtime", self.get_fully_qualified_name())) from None
         return new
 
     def start_worker(self) -> None:

@@ -30,27 +30,62 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from av_scene_vlm.ros import caption_node, clip_node
 from av_scene_vlm.ros.caption_node import CaptionNode
 from av_scene_vlm.ros.clip_node import ClipNode
-from av_scene_vlm.ros.node_utils import run_nodes
+from av_scene_vlm.ros.node_utils import INPUT_EXAMPLES, ParamSpec, declare_parameters, run_nodes
+from av_scene_vlm.ros.parameters import ParameterTypeError, ParameterTypeErrors
 
-ENABLE_CAPTION: tuple[bool, str] = (True, "Run caption_node next to clip_node (false = classifier only).")
+# scene_vlm's own parameters (read by the bootstrap node); the README's table is generated from it.
+PARAMETERS: dict[str, ParamSpec] = {
+    "enable_caption": (True, "Run caption_node next to clip_node (false = classifier only).", True),
+}
+# Every parameter this process reads: `-p` values are quoted by these types before rclpy.init.
+ALL_PARAMETERS: dict[str, ParamSpec] = {**clip_node.PARAMETERS, **caption_node.PARAMETERS, **PARAMETERS}
 
 
 def caption_enabled(**node_kwargs: Any) -> bool:
     """Read `enable_caption` from the command line / params file through a bootstrap node."""
     node = Node("scene_vlm", start_parameter_services=False, enable_rosout=False, **node_kwargs)
     try:
-        default, desc = ENABLE_CAPTION
-        node.declare_parameter(
-            "enable_caption", default, ParameterDescriptor(description=desc, read_only=True)
-        )
+        declare_parameters(node, PARAMETERS)
         return bool(node.get_parameter("enable_caption").value)
     finally:
         node.destroy_node()
+
+
+def check_parameter_types(**node_kwargs: Any) -> None:
+    """Type-check both nodes' parameters before either loads a model; ParameterTypeErrors lists all.
+
+    Why: the classifier loads its model before the captioner is built, so without this a mistyped
+    caption parameter would fail only after seconds of loading, and alone. Short-lived nodes under the
+    real names see exactly the overrides (`/**`, `clip_node:`, `caption_node:`, `-p`) the nodes will.
+    """
+    errors: list[ParameterTypeError] = []
+    try:
+        tables = [("clip_node", clip_node.PARAMETERS)]
+        if caption_enabled(**node_kwargs):
+            tables.append(("caption_node", caption_node.PARAMETERS))
+    except ParameterTypeErrors as exc:  # enable_caption itself: check the captioner's too
+        errors += exc.errors
+        tables.append(("caption_node", caption_node.PARAMETERS))
+    examples = {**INPUT_EXAMPLES, **clip_node.EXAMPLES, **caption_node.EXAMPLES}
+    for name, table in tables:
+        node = Node(name, start_parameter_services=False, enable_rosout=False, **node_kwargs)
+        try:
+            declare_parameters(node, table, examples)
+        except ParameterTypeErrors as exc:
+            errors += exc.errors
+        finally:
+            node.destroy_node()
+    if errors:
+        raise ParameterTypeErrors(errors)
+
+
+def _checked() -> None:
+    check_parameter_types()  # a factory that builds no node
 
 
 def _caption_node() -> CaptionNode | None:
@@ -59,7 +94,7 @@ def _caption_node() -> CaptionNode | None:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run av_scene_vlm scene_vlm`: classifier first, then the captioner."""
-    return run_nodes([ClipNode, _caption_node], args)
+    return run_nodes([_checked, ClipNode, _caption_node], args, ALL_PARAMETERS)
 
 
 if __name__ == "__main__":
