@@ -176,8 +176,8 @@ def test_cli_missing_model(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["caption", image_files[0], "--model", model]) == 2
     err = capsys.readouterr().err
-    assert model in err and "huggingface-cli download" in err and "Traceback" not in err
-    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+    assert model in err and "hf download" in err and "Traceback" not in err
+    with pytest.raises(ModelLoadError, match="hf download"):
         Captioner(model)
 
 

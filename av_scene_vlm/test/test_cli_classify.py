@@ -103,7 +103,7 @@ def test_errors_exit_2(tiny_clip, images, tmp_path, capsys) -> None:
     assert "no such file" in capsys.readouterr().err
     assert main(["classify", images[0], "--labels", "a", "b", "--model", "nobody/no-such-model"]) == 2
     err = capsys.readouterr().err
-    assert "nobody/no-such-model" in err and "huggingface-cli download" in err and "Traceback" not in err
+    assert "nobody/no-such-model" in err and "hf download" in err and "Traceback" not in err
     assert main(["classify", images[0], "--labels", "onlyone", "--model", str(tiny_clip)]) == 2
     assert "at least 2 labels" in capsys.readouterr().err
     assert main(["classify", images[0], "--model", str(tiny_clip)]) == 2

@@ -340,7 +340,7 @@ def test_missing_model_exits_nonzero_quickly() -> None:
     assert proc.returncode != 0
     assert elapsed < 10, f"took {elapsed:.1f}s"
     out = proc.stdout + proc.stderr
-    assert "acme/no-such-clip" in out and "huggingface-cli download" in out
+    assert "acme/no-such-clip" in out and "hf download" in out
     assert "Traceback" not in out
 
 

@@ -205,7 +205,7 @@ def test_bad_frames_raise_clear_errors(engine) -> None:
 
 
 def test_missing_model_is_one_clear_error(tmp_path) -> None:
-    with pytest.raises(ModelLoadError, match="huggingface-cli download"):
+    with pytest.raises(ModelLoadError, match="hf download"):
         load_clip("no-such-org/no-such-clip")
     with pytest.raises(ModelLoadError, match="no such directory"):
         load_clip(str(tmp_path / "missing"))
@@ -307,7 +307,7 @@ def test_a_partly_cached_model_is_a_clear_error_offline(tiny_clip, tmp_path, mon
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert ensure_available("acme/half-clip") == "cache"
-    with pytest.raises(ModelLoadError, match=r"offline .* not in the local cache.*huggingface-cli download"):
+    with pytest.raises(ModelLoadError, match=r"offline .* not in the local cache.*hf download"):
         load_clip("acme/half-clip")
 
 
