@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "similarity": ("av_scene_vlm.cli.similarity", "Image-text cosine similarity matrix (PNG and/or JSON)."),
     "bag": ("av_scene_vlm.cli.bag", "Classify every frame of a rosbag2 offline; write a new bag."),
     "search": ("av_scene_vlm.cli.search", "Find the frames of a bag that best match a sentence."),
+    "export": (
+        "av_scene_vlm.cli.export",
+        "Write the ONNX image tower, its preprocessing and label embeddings (for TensorRT).",
+    ),
 }
 
 
