@@ -41,7 +41,12 @@ setup(
         "tqdm>=4.60",
         "rosbags>=0.10",
     ],
-    extras_require={"test": ["pytest"], "caption": ["torchvision>=0.16"]},
+    extras_require={
+        "test": ["pytest"],
+        "caption": ["torchvision>=0.16"],
+        # The onnxruntime image-tower backend and `av-scene-vlm export` (onnxruntime-gpu for CUDA/TensorRT).
+        "onnx": ["onnxruntime>=1.17", "onnx>=1.16", "onnxscript>=0.2"],
+    },
     zip_safe=True,
     maintainer="av_scene_vlm maintainers",
     maintainer_email="maintainers@av-scene-vlm.dev",
