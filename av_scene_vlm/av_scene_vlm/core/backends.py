@@ -92,6 +92,10 @@ class OnnxTower:
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3  # errors only: no per-node placement chatter on the console
+        # Workers spin between the graph's parallel sections (fast), but stop when run() returns: left
+        # spinning they starve the torch preprocessing and scoring around each call. Measured on 2
+        # cores, ViT-B/32, batch 1: engine 1.38x a bare run() without this, 1.00x with it.
+        so.add_session_config_entry("session.force_spinning_stop", "1")
         names = [name for name, _ in self._providers]
         options = [opts for _, opts in self._providers]
         return ort.InferenceSession(str(path), so, providers=names, provider_options=options)
