@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from av_scene_vlm.cli.bag import add_task_arguments, tasks_and_templates
 from av_scene_vlm.cli.common import CliError, make_engine, quiet_hub, run_guarded
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 
@@ -23,15 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=DEFAULT_CLIP_MODEL, help="hub id or local directory (default: %(default)s)"
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the files to")
-    parser.add_argument(
-        "--config",
-        help="YAML with tasks whose label embeddings to write (default: the package's "
-        "config/scene_vlm.yaml when --labels is not given)",
-    )
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
-    parser.add_argument(
-        "--template", action="append", metavar="T", help="prompt template with '{}'; repeat to ensemble"
-    )
+    add_task_arguments(parser)  # the tasks whose label embeddings labels.json holds
     parser.add_argument("--no-labels", action="store_true", help="write only the graph and preprocess.json")
     parser.add_argument("--device", default="cpu", help="device to export on (default: %(default)s)")
     parser.add_argument(
@@ -41,8 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from av_scene_vlm.cli.bag import tasks_and_templates
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out '{out}' exists and is not a directory")
