@@ -22,7 +22,7 @@ import torch
 from av_scene_vlm.core import onnx_export
 from av_scene_vlm.core.backend_options import BackendError, normalize_providers
 from av_scene_vlm.core.engine import ZeroShotEngine
-from av_scene_vlm.core.models import load_clip
+from av_scene_vlm.core.models import ModelLoadError, load_clip
 from av_scene_vlm.core.tasks import parse_tasks, tasks_from_labels
 
 HAVE_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
@@ -266,6 +266,21 @@ def test_bad_options_fail_before_the_model_loads(tmp_path) -> None:
         "TensorrtExecutionProvider",
     )
     assert normalize_providers([""]) == ("auto",)
+
+
+@needs_ort
+def test_auto_falls_back_to_torch_where_the_graph_cannot_be_cached(tiny_clip, tmp_path, caplog) -> None:
+    not_a_dir = tmp_path / "cache-is-a-file"
+    not_a_dir.write_text("")
+    with caplog.at_level(logging.WARNING, logger="av_scene_vlm.onnx"):
+        engine = _engine(tiny_clip, "auto", not_a_dir)
+    assert engine.backend == "torch"
+    assert (
+        "backend auto: onnxruntime unavailable" in caplog.text
+        and "cannot write the ONNX cache" in caplog.text
+    )
+    with pytest.raises(ModelLoadError, match="cannot write the ONNX cache"):
+        _engine(tiny_clip, "onnxruntime", not_a_dir)
 
 
 @needs_ort

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from .backend_options import BackendError, check_backend, check_threads, normalize_providers
-from .models import LoadedClip
-from .onnx_export import INPUT, OUTPUTS, CachedGraph, cached_graph
+from .models import LoadedClip, ModelLoadError
+from .onnx_export import INPUT, OUTPUTS, CachedGraph, cached_graph, log
 
 
 def image_tower_outputs(
@@ -180,9 +180,20 @@ def build_tower(
     threads: int = 0,
     cache_dir: str | Path | None = None,
 ) -> TorchTower | OnnxTower:
-    """The image tower for `backend` ('auto', 'torch' or 'onnxruntime')."""
+    """The image tower for `backend` ('auto', 'torch' or 'onnxruntime').
+
+    With 'auto', a graph that cannot be exported or loaded here (an unwritable cache, a model the
+    exporter cannot trace) falls back to torch with a warning: auto never fails where torch works.
+    """
     normalize_providers(providers)  # a bad name is an error whichever backend runs
     check_threads(threads)
     if resolve_backend(backend, clip.device, clip.dtype) == "onnxruntime":
-        return OnnxTower(clip, providers, threads, cache_dir)
+        try:
+            return OnnxTower(clip, providers, threads, cache_dir)
+        except ModelLoadError as exc:
+            if check_backend(backend) != "auto":
+                raise
+            log.warning(
+                "backend auto: onnxruntime unavailable for '%s' (%s); using torch", clip.model_id, exc
+            )
     return TorchTower(clip)
