@@ -45,7 +45,8 @@ setup(
         "test": ["pytest"],
         "caption": ["torchvision>=0.16"],
         # The onnxruntime image-tower backend and `av-scene-vlm export` (onnxruntime-gpu for CUDA/TensorRT).
-        "onnx": ["onnxruntime>=1.17", "onnx>=1.16", "onnxscript>=0.2"],
+        # Floors are the versions it was run with; torch.onnx's dynamo exporter needs torch >= 2.6.
+        "onnx": ["onnxruntime>=1.31", "onnx>=1.23", "onnxscript>=0.7"],
     },
     zip_safe=True,
     maintainer="av_scene_vlm maintainers",
