@@ -53,6 +53,9 @@ setup(
         "test": ["pytest"],
         # `av-scene-vlm index` / `search --db` (LanceDB) and `index --ray` (Ray Data).
         "fleet": ["lancedb>=0.25", "pyarrow>=16", "ray[data]>=2.40"],
+        # The onnxruntime image-tower backend and `av-scene-vlm export` (onnxruntime-gpu for CUDA/TensorRT).
+        # Floors are the versions it was run with (torch 2.14); where export fails, backend auto stays torch.
+        "onnx": ["onnxruntime>=1.31", "onnx>=1.23", "onnxscript>=0.7"],
     },
     zip_safe=True,
     maintainer="av_scene_vlm maintainers",

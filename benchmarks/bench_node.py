@@ -1,4 +1,5 @@
-"""clip_node overhead: what the node adds on top of the engine, 1 and 4 cameras at 640×480, 30 Hz.
+"""clip_node overhead: what the node adds on top of the engine, 1 and 4 cameras at 640×480, 30 Hz,
+for each image-tower backend (`--backends torch onnxruntime`).
 
 clip_node runs as its own process (as `ros2 run` starts it) on the real ViT-B/32 architecture (random
 weights); this process publishes raw rgb8 cameras at 30 Hz and reads /diagnostics. Reported per camera
@@ -33,7 +34,7 @@ os.environ.setdefault(
 )
 
 
-def run_case(model: str, cameras: int, seconds: float, rate: float, device: str) -> dict:
+def run_case(model: str, cameras: int, seconds: float, rate: float, device: str, backend: str) -> dict:
     import rclpy
     from av_scene_vlm.core.image_codec import encode_raw
     from av_scene_vlm.core.synthetic import drive
@@ -47,7 +48,7 @@ def run_case(model: str, cameras: int, seconds: float, rate: float, device: str)
     cmd = [
         sys.executable, "-m", "av_scene_vlm.ros.clip_node", "--ros-args",
         "--params-file", str(REPO / "av_scene_vlm" / "config" / "scene_vlm.yaml"),
-        "-p", f"model:={model}", "-p", f"device:={device}",
+        "-p", f"model:={model}", "-p", f"device:={device}", "-p", f"backend:={backend}",
         "-p", "image_topics:=[" + ", ".join(topics) + "]", "-p", "diagnostics_period:=1.0",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -82,7 +83,7 @@ def run_case(model: str, cameras: int, seconds: float, rate: float, device: str)
             time.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
         time.sleep(1.5)
         window = diags[mark:] if mark is not None else diags
-        return summarise(window, topics, cameras)
+        return {"backend": backend, **summarise(window, topics, cameras)}
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = str(build_clip_b32(Path(tmp) / "clip-b32"))
-        rows = [run_case(model, n, args.seconds, args.rate, args.device) for n in args.cameras]
+        os.environ["AV_SCENE_VLM_ONNX_CACHE"] = str(Path(tmp) / "onnx-cache")  # the node exports once
+        rows = [
+            run_case(model, n, args.seconds, args.rate, args.device, backend)
+            for backend in args.backends
+            for n in args.cameras
+        ]
     import torch
 
     hw = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
@@ -156,14 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{hw}\n"
     )
     head = (
-        f"{'cameras':>7} | {'engine p50 ms':>13} | {'overhead p50 ms':>15} {'p95 ms':>7} | "
+        f"{'backend':>11} {'cameras':>7} | {'engine p50 ms':>13} | {'overhead p50 ms':>15} {'p95 ms':>7} | "
         f"{'stamp→publish p50 ms':>20} | {'input Hz':>8} {'processed fps':>13} {'dropped':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['cameras']:>7} | {r['engine_ms_p50']:>13.1f} | {r['overhead_ms_p50']:>15.2f} "
+            f"{r['backend']:>11} {r['cameras']:>7} | {r['engine_ms_p50']:>13.1f} | "
+            f"{r['overhead_ms_p50']:>15.2f} "
             f"{r['overhead_ms_p95']:>7.2f} | {r['stamp_to_publish_ms_p50']:>20.1f} | "
             f"{r['input_hz_total']:>8.1f} "
             f"{r['processed_fps_total']:>13.2f} {r['dropped_total']:>7}"

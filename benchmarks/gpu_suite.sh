@@ -9,7 +9,7 @@
 #
 # Targets it measures (docs/PERFORMANCE.md): engine >= 2000 frames/s batched from 1920x1080 uint8 and
 # <= 3 ms p50 for one 1920x1080 frame (fp16); Qwen2.5-VL-3B 48-token caption of a 448x448 frame <= 1.0 s
-# (bf16).
+# (bf16). The engine runs with both image-tower backends (torch; onnxruntime needs onnxruntime-gpu there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/av_scene_vlm${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
@@ -29,6 +29,11 @@ if torch.cuda.is_available():
     print("gpu", p.name, f"{p.total_memory / 2**30:.0f} GiB", "cuda", torch.version.cuda)
 else:
     print("gpu none")
+try:
+    import onnxruntime
+    print("onnxruntime", onnxruntime.__version__, "providers", ",".join(onnxruntime.get_available_providers()))
+except ImportError:
+    print("onnxruntime none (the engine's onnxruntime column reports an error)")
 EOF
 
 failed=0
@@ -45,14 +50,15 @@ run() {  # run NAME LIMIT_S CMD...: one benchmark, its log kept, its failure cou
 
 if [ "$QUICK" = 1 ]; then
     run engine 300 "$PY" benchmarks/bench_engine.py --device "$DEVICE" --sizes 120x160 --batches 1 2 \
-        --iters 3 --warmup 1 --no-per-prompt --json "$DEST/engine_$suffix.json"
+        --iters 3 --warmup 1 --systems torch onnxruntime --json "$DEST/engine_$suffix.json"
     run heatmap 120 "$PY" benchmarks/bench_heatmap.py --device "$DEVICE" --sizes 120x160 --iters 3 \
         --warmup 1 --json "$DEST/heatmap_$suffix.json"
     run caption 300 "$PY" benchmarks/bench_caption.py --device "$DEVICE" --configs tiny --repeats 2 \
         --warmup 1 --json "$DEST/caption_$suffix.json"
 else
-    run engine 240 "$PY" benchmarks/bench_engine.py --device "$DEVICE" --sizes 1080x1920 480x640 \
-        --batches 1 64 --iters 64 --warmup 5 --no-per-prompt --json "$DEST/engine_$suffix.json"
+    # Backend column: torch, and onnxruntime where onnxruntime-gpu is installed (else reported as failed).
+    run engine 300 "$PY" benchmarks/bench_engine.py --device "$DEVICE" --sizes 1080x1920 480x640 \
+        --batches 1 64 --iters 64 --warmup 5 --systems torch onnxruntime --json "$DEST/engine_$suffix.json"
     if "$PY" -c "import cv2" 2>/dev/null; then
         run heatmap 90 "$PY" benchmarks/bench_heatmap.py --device "$DEVICE" --iters 50 --warmup 5 \
             --json "$DEST/heatmap_$suffix.json"

@@ -1,1 +1,1 @@
-"""Command-line tools (ROS-free): classify, plot, similarity, caption, bag, search."""
+"""Command-line tools (ROS-free): classify, plot, similarity, caption, bag, search, export."""

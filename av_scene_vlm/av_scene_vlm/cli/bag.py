@@ -20,18 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the bag options on `parser`."""
     parser.add_argument("in_bag", metavar="IN_BAG", help="input rosbag2 (directory, .db3 or .mcap)")
     parser.add_argument("out_bag", metavar="OUT_BAG", help="output bag directory (must not exist)")
-    parser.add_argument(
-        "--config",
-        help="YAML with tasks: the node's params file or a bare task mapping "
-        "(default: the package's config/scene_vlm.yaml when --labels is not given)",
-    )
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
-    parser.add_argument(
-        "--template",
-        action="append",
-        metavar="T",
-        help="prompt template with '{}'; repeat to ensemble (default: the config's `template` list)",
-    )
+    add_task_arguments(parser)
     parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="image topics (default: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per engine call (default: 8)")
     parser.add_argument(
@@ -57,6 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_clip_args(parser)
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config/--labels/--template, read by `tasks_and_templates` (bag and export)."""
+    parser.add_argument(
+        "--config",
+        help="YAML with tasks: the node's params file or a bare task mapping "
+        "(default: the package's config/scene_vlm.yaml when --labels is not given)",
+    )
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}'; repeat to ensemble (default: the config's `template` list)",
+    )
 
 
 def default_config() -> Path | None:

@@ -26,8 +26,8 @@ def quiet_hub() -> None:
 
 
 def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False) -> None:
-    """--model/--device/--dtype for CLIP-based commands (`recorded_model`: the model defaults to the
-    one the searched embeddings were computed with)."""
+    """--model/--device/--dtype and the image-tower backend options for CLIP-based commands
+    (`recorded_model`: the model defaults to the one the searched embeddings were computed with)."""
     if recorded_model:
         parser.add_argument(
             "--model",
@@ -42,6 +42,23 @@ def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     parser.add_argument(
         "--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="image tower runtime: auto = onnxruntime on a CPU where it is installed, torch on CUDA "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--onnx-providers",
+        nargs="+",
+        default=["auto"],
+        metavar="P",
+        help="onnxruntime providers in order: auto | cpu | cuda | tensorrt (default: auto)",
+    )
+    parser.add_argument(
+        "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0 = torch's)"
     )
 
 
@@ -69,10 +86,15 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
 def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroShotEngine
     """Load the CLIP engine for a command; a missing model becomes a CliError."""
     quiet_hub()
+    from av_scene_vlm.core.backend_options import check_options
     from av_scene_vlm.core.models import ModelLoadError, ensure_available
     from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES, TaskError
 
+    backend = getattr(args, "backend", "auto")
+    providers = getattr(args, "onnx_providers", ["auto"])
+    threads = getattr(args, "onnx_threads", 0)
     try:
+        check_options(backend, providers, threads)
         ensure_available(args.model)  # a missing model fails in a second, before torch is imported
         from av_scene_vlm.core.engine import ZeroShotEngine
 
@@ -82,6 +104,9 @@ def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroS
             dtype=args.dtype,
             tasks=tasks,
             templates=templates or DEFAULT_TEMPLATES,
+            backend=backend,
+            onnx_providers=providers,
+            onnx_threads=threads,
         )
     except (ModelLoadError, TaskError) as exc:
         raise CliError(str(exc)) from None

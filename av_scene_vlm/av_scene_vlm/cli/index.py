@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from av_scene_vlm.core.backend_options import check_options
     from av_scene_vlm.core.fleet import EngineSpec, FleetError, RayOptions, find_bags, index_bags
     from av_scene_vlm.core.fleet.errors import require
     from av_scene_vlm.core.models import ModelLoadError, ensure_available
@@ -81,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     quiet_hub()
     captions = args.caption_every is not None
     try:
+        check_options(args.backend, args.onnx_providers, args.onnx_threads)
         ensure_available(args.model)
         if captions:
             ensure_available(args.caption_model)
@@ -91,6 +93,9 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             caption_model=args.caption_model if captions else None,
+            backend=args.backend,
+            onnx_providers=tuple(args.onnx_providers),
+            onnx_threads=args.onnx_threads,
         )
         ray = None
         if args.ray is not None:

@@ -3,7 +3,8 @@
 Probabilities are exactly what `pipeline("zero-shot-image-classification")` computes — softmax over
 a task's labels of exp(logit_scale) · cosine(image, text) — but the prompts are encoded once (and again
 only when labels change), preprocessing runs in torch on the model's device, and all frames of a
-batch (several cameras) go through the vision tower together.
+batch (several cameras) go through the vision tower together. The vision tower runs in eager torch or,
+exported to ONNX, in ONNX Runtime (`backend`, see core/backends.py); the text tower stays in torch.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .backend_options import check_options
+from .backends import build_tower
 from .models import DEFAULT_CLIP_MODEL, LoadedClip, load_clip
 from .preprocess import Preprocessor, PreprocessSpec
 from .tasks import DEFAULT_TEMPLATES, Task, TaskError, check_unique, expand_prompts, validate_templates
@@ -81,7 +85,14 @@ class ZeroShotEngine:
         tasks: Sequence[Task] = (),
         templates: Sequence[str] = DEFAULT_TEMPLATES,
         text_cache_size: int = 4096,
+        backend: str = "auto",
+        onnx_providers: Sequence[str] | str | None = ("auto",),
+        onnx_threads: int = 0,
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
+        """`backend`: 'auto' (onnxruntime on a CPU where it is installed, else torch), 'torch' or
+        'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py)."""
+        check_options(backend, onnx_providers, onnx_threads)  # a typo fails before the model loads
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
         self.model = self.clip.model
         self.model_id = self.clip.model_id
@@ -89,6 +100,9 @@ class ZeroShotEngine:
         self.dtype = self.clip.dtype
         ip = getattr(self.clip.processor, "image_processor", self.clip.processor)
         self.preprocess = Preprocessor(PreprocessSpec.from_image_processor(ip), self.device, self.dtype)
+        self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir)
+        self.backend: str = self._tower.name  # "torch" or "onnxruntime"
+        self.providers: list[str] = list(getattr(self._tower, "providers", []))
         self.tokenizer = getattr(self.clip.processor, "tokenizer", self.clip.processor)
         self.logit_scale = float(self.model.logit_scale.detach().float().exp().item())
         self._max_len = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
@@ -131,6 +145,12 @@ class ZeroShotEngine:
         """Encode the current tasks' texts now (at start-up, so the first frame is not slow)."""
         with self._lock, torch.inference_mode():
             self._label_embeddings(self._config)
+
+    def label_embeddings(self) -> list[np.ndarray]:
+        """Per task, the (L, D) L2-normalized prompt-ensembled label embeddings that frames are scored
+        against (for exporting them next to the ONNX image tower)."""
+        with self._lock, torch.inference_mode():
+            return [e.cpu().numpy() for e in self._label_embeddings(self._config)]
 
     def _label_embeddings(self, config: tuple[tuple[Task, ...], tuple[str, ...]]) -> list[torch.Tensor]:
         """Ensembled label embeddings of `config` (a snapshot of `_config`); caller holds the lock."""
@@ -183,16 +203,11 @@ class ZeroShotEngine:
     def _encode_images(
         self, frames: Sequence[np.ndarray], patches: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pixels = self.preprocess(frames)
-        vision = self.model.vision_model(pixel_values=pixels)
-        emb = self.model.visual_projection(vision.pooler_output).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        patch_emb = None
-        if patches:
-            tokens = self.model.vision_model.post_layernorm(vision.last_hidden_state[:, 1:])
-            patch_emb = self.model.visual_projection(tokens).float()
-            patch_emb = patch_emb / patch_emb.norm(dim=-1, keepdim=True)
-        return emb, patch_emb
+        return self._tower(self.preprocess(frames), patches)
+
+    def backend_info(self) -> dict[str, object]:
+        """The backend in use and, for onnxruntime, its providers, threads and graph (for logs)."""
+        return self._tower.describe()
 
     def encode_images(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) L2-normalized image embeddings."""

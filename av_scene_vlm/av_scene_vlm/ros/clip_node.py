@@ -20,6 +20,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from av_scene_vlm.core.backend_options import check_options
 from av_scene_vlm.core.image_codec import ImageDecodeError
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ensure_available
 from av_scene_vlm.core.tasks import (
@@ -72,6 +73,19 @@ PARAMETERS: dict[str, ParamSpec] = {
     "model": (DEFAULT_CLIP_MODEL, "CLIP checkpoint: hub id (cached) or local directory.", True),
     "device": ("auto", "auto, cpu, cuda or cuda:N.", True),
     "dtype": ("auto", "auto (fp16 on GPU, fp32 on CPU), float32, float16 or bfloat16.", True),
+    "backend": (
+        "auto",
+        "Image tower runtime: auto (onnxruntime on a CPU where it is installed, torch on CUDA), "
+        "torch or onnxruntime (the tower exported to ONNX once per model and cached).",
+        True,
+    ),
+    "onnx_providers": (
+        ["auto"],
+        "ONNX Runtime providers in order: auto (CPU on a CPU device, CUDA on a GPU), cpu, cuda, "
+        "tensorrt or full names; one this onnxruntime lacks is a start-up error.",
+        True,
+    ),
+    "onnx_threads": (0, "ONNX Runtime intra-op threads (0 = as many as torch uses).", True),
     "max_batch": (8, "Most frames (cameras) per engine call.", False),
     "template": (
         list(DEFAULT_TEMPLATES),
@@ -152,14 +166,23 @@ class ClipNode(WorkerNode):
         self._check_runtime({k: p(k) for k in PARAMETERS})
         check_heatmap_choice(tasks, p("heatmap_task"), p("heatmap_label"))
         if engine is None:
+            check_options(p("backend"), clean_list(p("onnx_providers")), p("onnx_threads"))
             ensure_available(p("model"))  # a missing model fails here, before torch is imported
             self.get_logger().info(
-                f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')})"
+                f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')}, "
+                f"backend={p('backend')})"
             )
             from av_scene_vlm.core.engine import ZeroShotEngine
 
             engine = ZeroShotEngine(
-                p("model"), device=p("device"), dtype=p("dtype"), tasks=tasks, templates=templates
+                p("model"),
+                device=p("device"),
+                dtype=p("dtype"),
+                tasks=tasks,
+                templates=templates,
+                backend=p("backend"),
+                onnx_providers=clean_list(p("onnx_providers")),
+                onnx_threads=p("onnx_threads"),
             )
         else:
             engine.set_tasks(tasks, templates)
@@ -198,7 +221,18 @@ class ClipNode(WorkerNode):
         self.start_worker()
         self.get_logger().info(
             f"classifying {', '.join(c.topic for c in self.cameras)} with {len(tasks)} task(s) on "
-            f"{self.engine.device} ({dtype_name(self.engine.dtype)})"
+            f"{self.engine.device} ({dtype_name(self.engine.dtype)}), image tower: {self._backend_text()}"
+        )
+
+    def _backend_text(self) -> str:
+        """'torch' or 'onnxruntime [providers], N threads, graph ... (cached|exported in s)'."""
+        info = self.engine.backend_info()
+        if info.get("backend") != "onnxruntime":
+            return str(info.get("backend"))
+        how = "cached" if info.get("cache_hit") else f"exported in {info.get('graph_seconds')} s"
+        return (
+            f"onnxruntime {info.get('providers')}, {info.get('threads')} threads, "
+            f"graph {info.get('graph')} ({how})"
         )
 
     # ---- parameters ------------------------------------------------------------------------------
@@ -354,6 +388,8 @@ class ClipNode(WorkerNode):
                 model=self.engine.model_id,
                 device=self.engine.device,
                 dtype=dtype_name(self.engine.dtype),
+                backend=self.engine.backend,
+                onnx_providers=",".join(self.engine.providers),
                 processed_fps=f"{self._processed_rate.rate():.2f}",
                 engine_time_p50_ms=f"{self._engine_time.get(0.5) * 1e3:.2f}",
                 engine_time_p95_ms=f"{self._engine_time.get(0.95) * 1e3:.2f}",
