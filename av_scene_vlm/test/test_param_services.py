@@ -50,6 +50,8 @@ def test_set_labels_answers_while_a_batch_is_running(ros, tiny_clip, rng) -> Non
         Parameter("labels", value=["car", "truck"]),
         Parameter("tasks", value=""),
         Parameter("heatmap", value=False),
+        # The gate hooks the torch vision tower; backend auto would run the ONNX graph on a CPU.
+        Parameter("backend", value="torch"),
     ]
     node = spinner.add(ClipNode("clip_node", context=ctx, parameter_overrides=overrides))
     gate = Gate()
