@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,56 @@ def test_launch_defaults_pick_the_caption_period_by_device() -> None:
     assert auto_caption_period(torch.device("cuda:0"))[0] == 5.0
     period, why = auto_caption_period(torch.device("cpu"))
     assert period == 30.0 and "cpu" in why
+
+
+# ---- `tasks` written as a YAML map in a params file ---------------------------------------------------
+
+
+def _nested_tasks_file(tmp_path: Path, tasks: dict, missing_model: str) -> str:
+    """A params file as people write it from the README's schema: `tasks:` as a nested YAML map,
+    under a node-name section (and the model under `/**`)."""
+    path = tmp_path / "nested_tasks.yaml"
+    doc = {
+        "/**": {"ros__parameters": {"model": missing_model}},
+        "clip_node": {"ros__parameters": {"tasks": tasks}},
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def test_tasks_as_a_yaml_map_in_a_params_file_are_read(tmp_path: Path) -> None:
+    """rcl would flatten the map into undeclared `tasks.weather`, ... and the node would drop it; the
+    map is read as the tasks instead: a valid one gets as far as the (missing) model, an invalid one
+    is named in the one-line error, and the rewritten copy of the file is removed."""
+    missing = str(tmp_path / "no-model")
+    before = set(Path(tempfile.gettempdir()).glob("av_scene_vlm_params_*"))
+    road_user = {"car": ["a car."], "pedestrian": ["a baby crossing the road."]}
+    valid = {"weather": ["clear", "rain"], "road_user": road_user}
+    proc = _run(MODULES["clip_node"], "--params-file", _nested_tasks_file(tmp_path, valid, missing))
+    assert proc.returncode == 1 and missing in proc.stderr and len(_fatal_lines(proc)) == 1, proc.stderr
+
+    one_label = {"weather": ["clear"]}  # a task needs 2 labels: the error shows the map was read
+    proc = _run(MODULES["scene_vlm"], "--params-file", _nested_tasks_file(tmp_path, one_label, missing))
+    lines = _fatal_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1 and "task 'weather' needs at least 2 labels" in lines[0]
+    assert set(Path(tempfile.gettempdir()).glob("av_scene_vlm_params_*")) == before
+
+
+def test_params_file_rewrite_leaves_other_files_alone(tmp_path: Path) -> None:
+    from av_scene_vlm.ros.parameters import params_files_with_yaml_text
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"tasks": "weather: [clear, rain]"}}}))
+    nested = _nested_tasks_file(tmp_path, {"weather": ["clear", "rain"]}, "m")
+    argv = ["x", "--ros-args", "--params-file", str(plain), "--params-file", nested]
+    argv += ["--", "--params-file", nested]  # after `--`: the program's own arguments
+    out, temps = params_files_with_yaml_text(argv)
+    try:
+        assert out[:5] == argv[:5] and out[6:] == argv[6:]  # the plain file and the program's arguments
+        assert len(temps) == 1 and out[5] == str(temps[0])
+        doc = yaml.safe_load(temps[0].read_text())
+        assert yaml.safe_load(doc["clip_node"]["ros__parameters"]["tasks"]) == {"weather": ["clear", "rain"]}
+        assert doc["/**"]["ros__parameters"]["model"] == "m"
+    finally:
+        for temp in temps:
+            temp.unlink()

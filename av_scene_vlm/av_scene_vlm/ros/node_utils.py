@@ -24,6 +24,7 @@ from av_scene_vlm.ros.parameters import (
     ParamSpec,
     coerce,
     declare_parameters,
+    params_files_with_yaml_text,
     quote_param_args,
     restore_declared_types,
     typed_value,
@@ -161,12 +162,16 @@ def run_nodes(
 
     argv = list(sys.argv if args is None else args)
     logger = rclpy.logging.get_logger("av_scene_vlm")
+    argv, temps = params_files_with_yaml_text(quote_param_args(argv, params or {}))
     try:
-        rclpy.init(args=quote_param_args(argv, params or {}))
+        rclpy.init(args=argv)
     except rclpy_implementation.RCLError as exc:  # a params file or --ros-args rcl cannot parse
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         logger.fatal(f"cannot read the ROS arguments (params file, -p): {first}")
         return 2
+    finally:
+        for temp in temps:  # rcl has read them
+            temp.unlink(missing_ok=True)
     nodes: list[Node] = []
     try:
         for factory in factories:

@@ -17,7 +17,10 @@ which checks it against the type of the declared default; stored values always h
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -288,6 +291,66 @@ def _quoted(assignment: str, specs: Mapping[str, ParamSpec]) -> str:
     if kind in ("string", "string list"):
         return assignment if quoted else as_text
     return as_text if isinstance(typed, dict) else assignment
+
+
+# Text parameters whose text is YAML: a map written under them in a params file is that YAML.
+YAML_TEXT_PARAMETERS = ("tasks",)
+
+
+def params_files_with_yaml_text(
+    args: Sequence[str], names: Sequence[str] = YAML_TEXT_PARAMETERS
+) -> tuple[list[str], list[Path]]:
+    """Rewrite `--params-file F` arguments whose file holds a YAML map under a parameter of `names`
+    (e.g. `tasks:` written as a nested map, as the README shows the schema) into a temporary copy
+    holding that map as YAML text; returns the new arguments and the copies to delete after
+    `rclpy.init` (rcl reads params files there).
+
+    Why: rcl flattens a nested map into parameters `tasks.weather`, ... that no node declares, so
+    the label sets would be dropped without a word; as text, `tasks` gets exactly what was written.
+    """
+    out, temps = list(args), []
+    in_ros_args = False
+    for i, arg in enumerate(out):
+        if arg == "--ros-args":
+            in_ros_args = True
+        elif arg == "--":
+            in_ros_args = False
+        elif in_ros_args and arg == "--params-file" and i + 1 < len(out):
+            rewritten = _yaml_text_maps(Path(out[i + 1]), names)
+            if rewritten is not None:
+                fd, name = tempfile.mkstemp(prefix="av_scene_vlm_params_", suffix=".yaml")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    yaml.safe_dump(rewritten, f, sort_keys=False, allow_unicode=True)
+                out[i + 1] = name
+                temps.append(Path(name))
+    return out, temps
+
+
+def _yaml_text_maps(path: Path, names: Sequence[str]) -> dict | None:
+    """The params file with maps under `names` turned into YAML text; None when there are none (or
+    the file cannot be read: rcl then reports it)."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    changed = False
+
+    def visit(section: object) -> None:
+        nonlocal changed
+        if not isinstance(section, dict):
+            return
+        params = section.get("ros__parameters")
+        if isinstance(params, dict):
+            for name in names:
+                if isinstance(params.get(name), dict):
+                    params[name] = yaml.safe_dump(params[name], sort_keys=False, allow_unicode=True)
+                    changed = True
+        for key, value in section.items():
+            if key != "ros__parameters":
+                visit(value)  # node names nest under namespaces
+
+    visit(doc)
+    return doc if changed else None
 
 
 # ---- how examples are written ----------------------------------------------------------------------
