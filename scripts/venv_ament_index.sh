@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Make a venv an ament prefix for av_scene_vlm, as `colcon build --symlink-install` makes install/:
+# the package marker in share/ament_index, share/av_scene_vlm/{package.xml,launch,config,rviz} as links
+# into the source tree and lib/av_scene_vlm/<console script>, and activating the venv adds it to
+# AMENT_PREFIX_PATH (as sourcing install/setup.bash does).
+# Why: `pip install -e` installs neither data files nor lib/<pkg> executables, and without them
+# `ros2 run`, `ros2 launch`, `ros2 pkg prefix` and launch_ros' FindPackageShare cannot find the package.
+#   scripts/venv_ament_index.sh VENV        (after `pip install -e av_scene_vlm` into VENV)
+set -euo pipefail
+venv=$(cd "${1:?usage: venv_ament_index.sh VENV}" && pwd)
+pkg_dir=$(cd "$(dirname "$0")/../av_scene_vlm" && pwd)
+pkg=av_scene_vlm
+
+mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/share/$pkg" "$venv/lib/$pkg"
+cp "$pkg_dir/resource/$pkg" "$venv/share/ament_index/resource_index/packages/$pkg"
+ln -sfn "$pkg_dir/package.xml" "$venv/share/$pkg/package.xml"
+for dir in launch config rviz; do
+  ln -sfn "$pkg_dir/$dir" "$venv/share/$pkg/$dir"
+done
+# The executables are the installed distribution's console scripts (setup.py), which pip put in bin/.
+scripts=$("$venv/bin/python" -c '
+import importlib.metadata as md
+print(" ".join(e.name for e in md.distribution("av_scene_vlm").entry_points if e.group == "console_scripts"))')
+[ -n "$scripts" ] || { echo "venv_ament_index.sh: $pkg has no console scripts in $venv" >&2; exit 1; }
+find "$venv/lib/$pkg" -maxdepth 1 -type l -delete  # executables that setup.py no longer declares
+for exe in $scripts; do
+  [ -x "$venv/bin/$exe" ] || { echo "venv_ament_index.sh: $venv/bin/$exe missing" >&2; exit 1; }
+  ln -sfn "../../bin/$exe" "$venv/lib/$pkg/$exe"
+done
+
+# Activating the venv puts it on AMENT_PREFIX_PATH (once; kept after a sourced ROS or workspace).
+marker="# av_scene_vlm: the venv is an ament prefix (scripts/venv_ament_index.sh)"
+if ! grep -qF "$marker" "$venv/bin/activate"; then
+  cat >>"$venv/bin/activate" <<EOF
+
+$marker
+case ":\${AMENT_PREFIX_PATH:-}:" in
+  *":\$VIRTUAL_ENV:"*) ;;
+  *) AMENT_PREFIX_PATH="\${AMENT_PREFIX_PATH:+\$AMENT_PREFIX_PATH:}\$VIRTUAL_ENV"; export AMENT_PREFIX_PATH ;;
+esac
+EOF
+fi
+echo "ament index: $pkg registered in $venv ($(echo "$scripts" | wc -w) executables)"
