@@ -19,7 +19,7 @@ from pathlib import Path
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
 BASE = "kilted"  # the distro whose versions constraints.txt holds
 # Not installable by name from an index: built here, or local wheels of ../shared/ros-launch.
-NOT_PINNED = ("av_scene_vlm", "composition_interfaces")
+NOT_PINNED = ("av-scene-vlm", "composition-interfaces")
 
 
 def name(line: str) -> str:
@@ -40,7 +40,7 @@ def merge(base: list[str], override: list[str]) -> list[str]:
 def pinnable(line: str) -> bool:
     """A `pip freeze` line that belongs in a constraints file."""
     key = name(line)
-    return bool(key) and " @ " not in line and not key.startswith(tuple(n.replace("_", "-") for n in NOT_PINNED))
+    return bool(key) and " @ " not in line and not key.startswith(NOT_PINNED)
 
 
 def lock(freeze: list[str], distro: str) -> tuple[Path, list[str]]:
@@ -53,8 +53,8 @@ def lock(freeze: list[str], distro: str) -> tuple[Path, list[str]]:
         return base_file, header + pins
     known = set(base)
     header = [
-        f"# ROS 2 {distro.capitalize()}: the exact versions that differ from constraints.txt (make ROS_DISTRO={distro}).",
-        f"# `make` lays these over constraints.txt (scripts/constraints.py merge). Regenerate: make lock ROS_DISTRO={distro}",
+        f"# ROS 2 {distro.capitalize()}: the exact versions that differ from constraints.txt.",
+        f"# make lays them over constraints.txt; regenerate: make lock ROS_DISTRO={distro}",
     ]
     return REQUIREMENTS / f"constraints-{distro}.txt", header + [p for p in pins if p not in known]
 
