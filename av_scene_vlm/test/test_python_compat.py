@@ -54,4 +54,3 @@ def test_declared_python_versions_agree() -> None:
     assert re.search(r"python_requires=\">=3\.10\"", setup_py), "setup.py python_requires is not >=3.10"
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r'^target-version = "py310"$', pyproject, re.M), "ruff target-version is not py310"
-
