@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a venv an ament prefix for av_scene_vlm, as `colcon build --symlink-install` makes install/:
-# the package marker in share/ament_index, share/av_scene_vlm/{package.xml,launch,config,rviz} as links
+# the package marker in share/ament_index, share/av_scene_vlm/{package.xml,launch,config,rviz}/* as links
 # into the source tree and lib/av_scene_vlm/<console script>, and activating the venv adds it to
 # AMENT_PREFIX_PATH (as sourcing install/setup.bash does).
 # Why: `pip install -e` installs neither data files nor lib/<pkg> executables, and without them
@@ -14,8 +14,15 @@ pkg=av_scene_vlm
 mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/share/$pkg" "$venv/lib/$pkg"
 cp "$pkg_dir/resource/$pkg" "$venv/share/ament_index/resource_index/packages/$pkg"
 ln -sfn "$pkg_dir/package.xml" "$venv/share/$pkg/package.xml"
+# File by file, as colcon --symlink-install does (`ros2 launch` does not look into linked directories).
 for dir in launch config rviz; do
-  ln -sfn "$pkg_dir/$dir" "$venv/share/$pkg/$dir"
+  target=$venv/share/$pkg/$dir
+  if [ -L "$target" ]; then rm "$target"; fi
+  mkdir -p "$target"
+  find "$target" -maxdepth 1 -xtype l -delete  # files removed from the source tree
+  for f in "$pkg_dir/$dir"/*; do
+    if [ -f "$f" ]; then ln -sfn "$f" "$target/"; fi
+  done
 done
 # The executables are the installed distribution's console scripts (setup.py), which pip put in bin/.
 scripts=$("$venv/bin/python" -c '

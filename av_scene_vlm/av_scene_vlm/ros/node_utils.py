@@ -7,6 +7,7 @@ exit 1) when a model or parameter is bad; keeping that here keeps their behaviou
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 
@@ -166,10 +167,14 @@ def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C on `ros2 launch` signals a node twice (the terminal's SIGINT, then launch's): a second
+        # SIGINT during the clean-up below interrupted it (exit -2) or crashed rclpy (exit -11).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # try_shutdown restored the handler from before init
     return 0
 
 
