@@ -144,7 +144,7 @@ def start_group(cmd: list[str] | str, **kwargs) -> subprocess.Popen:
     )
 
 
-def interrupt_group(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+def interrupt_group(proc: subprocess.Popen, timeout: float = 120.0) -> tuple[int, str]:
     """SIGINT to the process group, as Ctrl-C does; (exit code, output). Kills it if it hangs."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)

@@ -159,7 +159,7 @@ def test_ros2_launch_publishes_and_stops_on_ctrl_c(workspace: Path, tiny_clip: P
 
     command = (
         f"ros2 launch av_scene_vlm scene_vlm.launch.py enable_caption:=false model:={tiny_clip} "
-        f"image_topics:=\"['{CAMERA}']\""
+        f"image_topics:=\"['{CAMERA}']\" sigterm_timeout:=60"  # launch's SIGTERM escalation: not before 60 s
     )
     launch = start_group(sourced(workspace, command), env=ament_env())
     probe = CameraProbe("colcon_probe")

@@ -23,7 +23,7 @@ import launch_testing
 import launch_testing.actions
 import launch_testing.asserts
 from launch import LaunchDescription
-from launch.actions import IncludeLaunchDescription
+from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
 from launch_helpers import CameraProbe, has_source_header
@@ -33,6 +33,10 @@ from av_scene_vlm_msgs.msg import ClassificationArray
 
 CAMERA = "/clip_only/image_raw"
 RESULTS = "/clip_only/scene/classification"
+
+# On SIGINT launch escalates to SIGTERM after sigterm_timeout (5 s); a loaded CI machine may need
+# longer to stop torch, and the exit codes must show the SIGINT path, not the escalation.
+SIGTERM_AFTER = SetLaunchConfiguration("sigterm_timeout", "60")
 
 
 @pytest.mark.launch_test
@@ -51,7 +55,7 @@ def generate_test_description():
             "image_topics": CAMERA,  # one bare topic is accepted too
         }.items(),
     )
-    return LaunchDescription([scene, launch_testing.actions.ReadyToTest()])
+    return LaunchDescription([SIGTERM_AFTER, scene, launch_testing.actions.ReadyToTest()])
 
 
 class TestOnlyTheClassifier(unittest.TestCase):

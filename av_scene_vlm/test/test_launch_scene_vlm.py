@@ -28,7 +28,7 @@ import launch_testing
 import launch_testing.actions
 import launch_testing.asserts
 from launch import LaunchDescription
-from launch.actions import IncludeLaunchDescription
+from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
 from launch_helpers import CameraProbe, has_source_header
@@ -67,6 +67,11 @@ def _models_and_params() -> tuple[Path, Path, Path]:
     return clip, qwen, params
 
 
+# On SIGINT launch escalates to SIGTERM after sigterm_timeout (5 s); a loaded CI machine may need
+# longer to stop torch, and the exit codes must show the SIGINT path, not the escalation.
+SIGTERM_AFTER = SetLaunchConfiguration("sigterm_timeout", "60")
+
+
 @pytest.mark.launch_test
 def generate_test_description():
     clip, qwen, params = _models_and_params()
@@ -81,7 +86,7 @@ def generate_test_description():
         }.items(),
     )
     context = {"clip": str(clip), "qwen": str(qwen)}
-    return LaunchDescription([scene, launch_testing.actions.ReadyToTest()]), context
+    return LaunchDescription([SIGTERM_AFTER, scene, launch_testing.actions.ReadyToTest()]), context
 
 
 class TestBothNodesPublish(unittest.TestCase):
