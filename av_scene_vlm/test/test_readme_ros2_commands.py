@@ -49,6 +49,8 @@ def readme_commands() -> list[str]:
         if not snippet.startswith(("ros2 ", "export ")):
             continue
         words = shlex.split(snippet, comments=True)
+        if any(w == "..." or w.startswith("<") for w in words):  # a placeholder: a pattern, not a command
+            continue
         ros2 = len(words) >= 4 and words[0] == "ros2" and words[1] in VERBS
         if ros2 or (words[:1] == ["export"] and "$(ros2 " in snippet):
             commands.append(snippet.strip())
@@ -158,8 +160,9 @@ def test_readme_ros2_commands_work_verbatim(env: dict) -> None:
 
 
 def test_commands_are_found_in_code_and_prose() -> None:
-    """The extraction itself: block lines with comments and inline commands count, mentions do not."""
+    """The extraction itself: block lines with comments and inline commands count; mentions and
+    patterns (`ros2 param set`, `ros2 run av_scene_vlm ...`) do not."""
     found = readme_commands()
     assert any(c.startswith("ros2 param set /clip_node labels") for c in found), found
-    assert not any(c in ("ros2 param set", "ros2 bag play") for c in found), found
+    assert not any(c in ("ros2 param set", "ros2 bag play") or "..." in c for c in found), found
     assert all(verb(c) in (*VERBS, "export") for c in found), found
