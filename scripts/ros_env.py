@@ -40,8 +40,9 @@ def main() -> int:
         print("ROS 2: rclpy is not importable", file=sys.stderr)
         return 1
     distro = os.environ.get("ROS_DISTRO", "?")
+    rclpy = version("ros-rclpy") if version("ros-rclpy") != "?" else version("rclpy")  # PyPI wheel, or apt
     print(
-        f"ROS 2 {distro}: rclpy {version('rclpy')}, Python {sys.version.split()[0]} ({sys.prefix}); "
+        f"ROS 2 {distro}: rclpy {rclpy}, Python {sys.version.split()[0]} ({sys.prefix}); "
         f"launch {version('launch')}: {launch_source()}"
     )
     return 0

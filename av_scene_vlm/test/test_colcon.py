@@ -54,6 +54,13 @@ def workspace():
         yield ws
 
 
+def needs_ros2() -> None:
+    """The `ros2` command: a ROS install's, or the kit's that make installs from ../shared/ros-launch."""
+    pytest.importorskip(
+        "ros2launch", reason="the ros2 command is not installed (make installs ../shared/ros-launch)"
+    )
+
+
 def sourced(ws: Path, command: str) -> list[str]:
     """bash running `command` with the workspace sourced (the venv stays on AMENT_PREFIX_PATH)."""
     return ["bash", "-c", f"source {shlex.quote(str(ws / 'install' / 'setup.bash'))} && exec {command}"]
@@ -92,6 +99,7 @@ def test_colcon_build_installs_both_packages(workspace: Path) -> None:
 
 @pytest.mark.slow
 def test_sourced_workspace_provides_the_package(workspace: Path) -> None:
+    needs_ros2()
     prefix = run_sourced(workspace, "ros2 pkg prefix av_scene_vlm").strip()
     assert Path(prefix) == workspace / "install" / "av_scene_vlm"
     listed = run_sourced(workspace, "ros2 pkg executables av_scene_vlm").split("\n")
@@ -135,6 +143,7 @@ def readme_table(after: str) -> dict[str, str | None]:
 
 @pytest.mark.slow
 def test_show_args_are_the_readme_tables(workspace: Path) -> None:
+    needs_ros2()
     scene = readme_table("**`scene_vlm.launch.py`**")
     replay = readme_table("**`bag_replay.launch.py`**")
     assert scene and replay
@@ -146,6 +155,7 @@ def test_show_args_are_the_readme_tables(workspace: Path) -> None:
 
 @pytest.mark.slow
 def test_ros2_launch_publishes_and_stops_on_ctrl_c(workspace: Path, tiny_clip: Path) -> None:
+    needs_ros2()
     from launch_helpers import (
         CameraProbe,
         ament_env,
