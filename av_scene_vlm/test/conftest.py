@@ -64,7 +64,5 @@ def ros():
     rclpy.init(context=ctx)
     spinner = Spinner(ctx)
     yield ctx, spinner
-    spinner.stop()
-    for node in list(spinner.executor.get_nodes()):
-        node.destroy_node()
+    spinner.stop()  # also destroys the nodes it spun
     rclpy.shutdown(context=ctx)
