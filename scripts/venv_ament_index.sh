@@ -35,16 +35,18 @@ for exe in $scripts; do
   ln -sfn "../../bin/$exe" "$venv/lib/$pkg/$exe"
 done
 
-# Activating the venv puts it on AMENT_PREFIX_PATH (once; kept after a sourced ROS or workspace).
+# Activating the venv puts it last on AMENT_PREFIX_PATH (after a sourced ROS install or workspace), in
+# place of a venv activated before (a stale one there would shadow this venv's packages). POSIX sh: make
+# sources activate with /bin/sh. The block is rewritten on every run (it is the end of the file).
 marker="# av_scene_vlm: the venv is an ament prefix (scripts/venv_ament_index.sh)"
-if ! grep -qF "$marker" "$venv/bin/activate"; then
-  cat >>"$venv/bin/activate" <<EOF
-
-$marker
-case ":\${AMENT_PREFIX_PATH:-}:" in
-  *":\$VIRTUAL_ENV:"*) ;;
-  *) AMENT_PREFIX_PATH="\${AMENT_PREFIX_PATH:+\$AMENT_PREFIX_PATH:}\$VIRTUAL_ENV"; export AMENT_PREFIX_PATH ;;
-esac
+sed -i "/^# av_scene_vlm: the venv is an ament prefix/,\$d" "$venv/bin/activate"
+cat >>"$venv/bin/activate" <<'EOF'
+# av_scene_vlm: the venv is an ament prefix (scripts/venv_ament_index.sh)
+AMENT_PREFIX_PATH=$(printf '%s\n' "${AMENT_PREFIX_PATH:-}" | tr ':' '\n' \
+  | grep -vxF -e "$VIRTUAL_ENV" -e "${AV_SCENE_VLM_AMENT_VENV:-$VIRTUAL_ENV}" | grep -v '^$' | paste -sd: -)
+AMENT_PREFIX_PATH="${AMENT_PREFIX_PATH:+$AMENT_PREFIX_PATH:}$VIRTUAL_ENV"
+AV_SCENE_VLM_AMENT_VENV=$VIRTUAL_ENV
+export AMENT_PREFIX_PATH AV_SCENE_VLM_AMENT_VENV
 EOF
-fi
+grep -qF "$marker" "$venv/bin/activate"
 echo "ament index: $pkg registered in $venv ($(echo "$scripts" | wc -w) executables)"
