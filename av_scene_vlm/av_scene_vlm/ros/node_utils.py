@@ -7,7 +7,6 @@ exit 1) when a model or parameter is bad; keeping that here keeps their behaviou
 from __future__ import annotations
 
 import os
-import signal
 import threading
 from collections.abc import Callable, Sequence
 
@@ -144,6 +143,8 @@ def run_nodes(factories: Sequence[NodeFactory], args: list[str] | None = None) -
     message, starving the model worker of the GIL. Measured with clip_node (ViT-B/32, 640x480 at
     30 Hz, 2 cores): 0.9 processed fps and 7 Hz received with it, 9 fps and 30 Hz with this one.
     """
+    import signal
+
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
