@@ -7,12 +7,14 @@ and process groups stopped as Ctrl-C stops them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,23 @@ from sensor_msgs.msg import Image
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STARTUP_S = 180.0  # process start + torch import + model load on a slow, shared CI CPU
+
+
+_TEMP_DIRS: list[Path] = []
+
+
+def temp_dir() -> Path:
+    """A temporary directory for a launch test's models and files: removed by `remove_temp_dirs` (the
+    post-shutdown tests' tearDownClass) or, should the run stop before, when the interpreter exits."""
+    path = Path(tempfile.mkdtemp(prefix="av_scene_vlm_launch_"))
+    _TEMP_DIRS.append(path)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def remove_temp_dirs() -> None:
+    while _TEMP_DIRS:
+        shutil.rmtree(_TEMP_DIRS.pop(), ignore_errors=True)
 
 
 def tool(name: str) -> str:

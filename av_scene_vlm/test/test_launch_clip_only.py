@@ -13,11 +13,7 @@ pytest.importorskip(
     "launch_testing", reason="launch_testing is not installed (make installs ../shared/ros-launch)"
 )
 
-import atexit
-import shutil
-import tempfile
 import unittest
-from pathlib import Path
 
 import launch_testing
 import launch_testing.actions
@@ -26,7 +22,7 @@ from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
-from launch_helpers import CameraProbe, has_source_header
+from launch_helpers import CameraProbe, has_source_header, remove_temp_dirs, temp_dir
 from launch_ros.substitutions import FindPackageShare
 
 from av_scene_vlm_msgs.msg import ClassificationArray
@@ -43,8 +39,7 @@ SIGTERM_AFTER = SetLaunchConfiguration("sigterm_timeout", "60")
 def generate_test_description():
     from av_scene_vlm.random_weights import build_tiny_clip
 
-    tmp = Path(tempfile.mkdtemp(prefix="av_scene_vlm_launch_"))
-    atexit.register(shutil.rmtree, tmp, True)
+    tmp = temp_dir()
     scene = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(
             PathJoinSubstitution([FindPackageShare("av_scene_vlm"), "launch", "scene_vlm.launch.py"])
@@ -79,6 +74,10 @@ class TestOnlyTheClassifier(unittest.TestCase):
 
 @launch_testing.post_shutdown_test()
 class TestCleanShutdown(unittest.TestCase):
+    @classmethod
+    def tearDownClass(cls) -> None:
+        remove_temp_dirs()  # the models and params file of this launch
+
     def test_clip_node_exits_0_without_traceback(self, proc_info, proc_output) -> None:
         launch_testing.asserts.assertExitCodes(proc_info)
         for output in proc_output:

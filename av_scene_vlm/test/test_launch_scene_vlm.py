@@ -18,9 +18,6 @@ pytest.importorskip(
     "launch_testing", reason="launch_testing is not installed (make installs ../shared/ros-launch)"
 )
 
-import atexit
-import shutil
-import tempfile
 import unittest
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
-from launch_helpers import CameraProbe, has_source_header
+from launch_helpers import CameraProbe, has_source_header, remove_temp_dirs, temp_dir
 from launch_ros.substitutions import FindPackageShare
 
 from av_scene_vlm_msgs.msg import Caption, ClassificationArray, Similarity
@@ -43,11 +40,10 @@ TASKS = ["surface", "light"]
 
 
 def _models_and_params() -> tuple[Path, Path, Path]:
-    """Tiny models and the params file in a temporary directory removed when the test run ends."""
+    """Tiny models and the params file in a temporary directory (removed after the shutdown tests)."""
     from av_scene_vlm.random_weights import build_tiny_clip, build_tiny_qwen25vl
 
-    tmp = Path(tempfile.mkdtemp(prefix="av_scene_vlm_launch_"))
-    atexit.register(shutil.rmtree, tmp, True)
+    tmp = temp_dir()
     clip = build_tiny_clip(tmp / "tiny-clip")
     qwen = build_tiny_qwen25vl(tmp / "tiny-qwen25vl")
     params = tmp / "vehicle.yaml"
@@ -130,6 +126,10 @@ class TestBothNodesPublish(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestCleanShutdown(unittest.TestCase):
     """Runs after launch stopped the nodes with SIGINT."""
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        remove_temp_dirs()  # the models and params file of this launch
 
     def test_every_node_exits_0(self, proc_info) -> None:
         self.assertEqual(len(proc_info.process_names()), 2, proc_info.process_names())
