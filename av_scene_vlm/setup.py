@@ -27,7 +27,7 @@ setup(
     # The random-weight models' architectures (tests, demo, benchmarks) are data files.
     package_data={PACKAGE + ".random_weights": ["model_configs/*.json"]},
     data_files=DATA_FILES,
-    python_requires=">=3.11",
+    python_requires=">=3.10",  # Humble (Ubuntu 22.04) runs Python 3.10; test_python_compat.py
     # Loose ranges: a vehicle brings its own CUDA/Jetson torch; dev/CI pins live in
     # requirements/constraints.txt at the repository root. Each minimum is a version the code was run
     # with: scripts/check_dependency_floors.sh installs exactly these and runs the ROS-free tests

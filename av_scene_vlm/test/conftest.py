@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Before anything imports rclpy: DDS stays on this host, on a domain of this run's own.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -10,6 +13,11 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 50))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The log files of every node and launch the tests start go to a directory removed after the run
+# (not ~/.ros/log, where each run would leave a directory per process).
+if "ROS_LOG_DIR" not in os.environ:
+    os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="av_scene_vlm_ros_log_")
+    atexit.register(shutil.rmtree, os.environ["ROS_LOG_DIR"], True)
 
 from pathlib import Path
 
@@ -56,7 +64,5 @@ def ros():
     rclpy.init(context=ctx)
     spinner = Spinner(ctx)
     yield ctx, spinner
-    spinner.stop()
-    for node in list(spinner.executor.get_nodes()):
-        node.destroy_node()
+    spinner.stop()  # also destroys the nodes it spun
     rclpy.shutdown(context=ctx)

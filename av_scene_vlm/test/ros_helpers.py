@@ -63,6 +63,7 @@ class Spinner:
 
     def __init__(self, context) -> None:
         self.executor = SingleThreadedExecutor(context=context)
+        self.nodes: list[Node] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._stop = threading.Event()
 
@@ -72,6 +73,7 @@ class Spinner:
 
     def add(self, node: Node) -> Node:
         self.executor.add_node(node)
+        self.nodes.append(node)
         return node
 
     def start(self) -> Spinner:
@@ -79,10 +81,14 @@ class Spinner:
         return self
 
     def stop(self) -> None:
+        """Stop spinning and destroy the nodes added. The executor's shutdown forgets its nodes, and a
+        node never destroyed stays in the ROS graph (on Jazzy) for every later test to find."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
 
 
 def header(i: int, frame_id: str) -> Header:
