@@ -36,16 +36,23 @@ CAMERA = "/camera/image_raw"  # the default camera of config/scene_vlm.yaml
 SNAPSHOT = "0" * 40  # revision name of the cached tiny models
 
 
-def readme_commands() -> list[str]:
-    """Runnable `ros2 ...` lines of README.md (and lines using `$(ros2 ...)`), in order."""
+def readme_examples() -> list[tuple[str, list[str]]]:
+    """Runnable `ros2 ...` lines of README.md (and lines using `$(ros2 ...)`), in order, each with the
+    output the README shows for it: the lines after a `$ command` in a console block (`[...]` stands
+    for anything), else none."""
     text = (REPO / "README.md").read_text()
-    snippets = []
-    for block in re.findall(r"^```(?:bash|console|sh)\n(.*?)^```", text, re.S | re.M):
-        snippets += [line.removeprefix("$ ") for line in block.splitlines()]
+    snippets: list[tuple[str, list[str]]] = []
+    for lang, block in re.findall(r"^```(bash|console|sh)\n(.*?)^```", text, re.S | re.M):
+        for line in block.splitlines():
+            if lang == "console" and not line.startswith("$ "):
+                if snippets:
+                    snippets[-1][1].append(line)  # output shown for the command above
+                continue
+            snippets.append((line.removeprefix("$ "), []))
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    snippets += re.findall(r"`([^`\n]+)`", prose)
-    commands = []
-    for snippet in snippets:
+    snippets += [(inline, []) for inline in re.findall(r"`([^`\n]+)`", prose)]
+    examples = []
+    for snippet, shown in snippets:
         if not snippet.startswith(("ros2 ", "export ")):
             continue
         words = shlex.split(snippet, comments=True)
@@ -53,8 +60,22 @@ def readme_commands() -> list[str]:
             continue
         ros2 = len(words) >= 4 and words[0] == "ros2" and words[1] in VERBS
         if ros2 or (words[:1] == ["export"] and "$(ros2 " in snippet):
-            commands.append(snippet.strip())
-    return commands
+            examples.append((snippet.strip(), shown))
+    return examples
+
+
+def readme_commands() -> list[str]:
+    """The runnable `ros2 ...` lines of README.md, in order."""
+    return [command for command, _ in readme_examples()]
+
+
+def shows(output: str, shown: list[str]) -> bool:
+    """Every line the README shows appears in `output` (`[...]` in a shown line matches anything)."""
+    for line in shown:
+        pattern = ".*".join(re.escape(part) for part in line.strip().split("[...]"))
+        if not re.search(pattern, output):
+            return False
+    return True
 
 
 def verb(command: str) -> str:
@@ -99,9 +120,14 @@ def test_the_readme_shows_each_verb() -> None:
 
 
 def test_readme_ros2_commands_work_verbatim(env: dict) -> None:
-    commands = readme_commands()
-    runs = [c for c in commands if verb(c) == "run"]
+    examples = readme_examples()
+    shown = {command: lines for command, lines in examples if lines}  # console examples with output
+    commands = [command for command, _ in examples]
+    runs = [c for c in commands if verb(c) == "run" and c not in shown]
     assert len(runs) == 1, f"expected one `ros2 run` line to start the nodes, found {runs}"
+    for command in (c for c in commands if verb(c) == "run" and c in shown):  # e.g. a start-up error
+        proc = bash(command, env)
+        assert shows(proc.stdout + proc.stderr, shown[command]), (command, proc.stdout, proc.stderr)
     for command in commands:
         if verb(command) in ("export", "pkg"):  # nothing running needed
             if command.startswith("export "):  # the variable must name a file that exists
@@ -138,9 +164,12 @@ def test_readme_ros2_commands_work_verbatim(env: dict) -> None:
 
         sets_labels = False
         for command in (c for c in commands if verb(c) == "param"):
-            out = ok(bash(command, env), command)
-            # `ros2 param set` exits 0 even when the node rejects the value: read what it printed.
-            assert "Set parameter successful" in out, f"`{command}`:\n{out}"
+            proc = bash(command, env)
+            out = ok(proc, command) + proc.stderr  # a rejection is printed on stderr
+            # `ros2 param set` exits 0 even when the node rejects the value: read what it printed,
+            # which is what the README shows for the command, or success.
+            expected = shown.get(command, ["Set parameter successful"])
+            assert shows(out, expected), f"`{command}`:\n{out}\nexpected: {expected}"
             sets_labels |= shlex.split(command)[2:4] == ["set", "/clip_node"] and "labels" in command
 
         for command in (c for c in commands if verb(c) == "topic"):
@@ -166,3 +195,11 @@ def test_commands_are_found_in_code_and_prose() -> None:
     assert any(c.startswith("ros2 param set /clip_node labels") for c in found), found
     assert not any(c in ("ros2 param set", "ros2 bag play") or "..." in c for c in found), found
     assert all(verb(c) in (*VERBS, "export") for c in found), found
+    shown = dict(readme_examples())
+    failing = [c for c in found if c.startswith("ros2 param set /clip_node heatmap_alpha")]
+    assert failing and shown[failing[0]][0].startswith("Setting parameter failed:"), shown  # console output
+
+
+def test_shown_output_matching() -> None:
+    assert shows("[FATAL] [17.2] [x]: parameter 'a' expects", ["[FATAL] [...] [x]: parameter 'a' expects"])
+    assert not shows("Set parameter successful", ["Setting parameter failed: parameter 'a'"])

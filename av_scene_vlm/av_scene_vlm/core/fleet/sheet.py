@@ -13,7 +13,7 @@ from .search import Hit
 
 def stamp_text(ns: int) -> str:
     """A header stamp as UTC date and time with milliseconds."""
-    t = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)  # noqa: UP017 (Python 3.10: no datetime.UTC)
+    t = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d} UTC"
 
 
