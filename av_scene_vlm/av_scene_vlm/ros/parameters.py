@@ -258,15 +258,22 @@ def quote_param_args(args: Sequence[str], specs: Mapping[str, ParamSpec]) -> lis
     parse them, so the node names the parameter and the type it expects.
     """
     out = list(args)
-    in_ros_args = False
-    for i, arg in enumerate(out):
+    for i in _ros_arg_values(out, ("-p", "--param")):
+        out[i] = _quoted(out[i], specs)
+    return out
+
+
+def _ros_arg_values(args: Sequence[str], flags: Sequence[str]) -> list[int]:
+    """Indices of the values that follow one of `flags` inside `--ros-args ... [--]`."""
+    found, in_ros_args = [], False
+    for i, arg in enumerate(args):
         if arg == "--ros-args":
             in_ros_args = True
         elif arg == "--":
             in_ros_args = False
-        elif in_ros_args and arg in ("-p", "--param") and i + 1 < len(out):
-            out[i + 1] = _quoted(out[i + 1], specs)
-    return out
+        elif in_ros_args and arg in flags and i + 1 < len(args):
+            found.append(i + 1)
+    return found
 
 
 def _quoted(assignment: str, specs: Mapping[str, ParamSpec]) -> str:
@@ -309,20 +316,14 @@ def params_files_with_yaml_text(
     the label sets would be dropped without a word; as text, `tasks` gets exactly what was written.
     """
     out, temps = list(args), []
-    in_ros_args = False
-    for i, arg in enumerate(out):
-        if arg == "--ros-args":
-            in_ros_args = True
-        elif arg == "--":
-            in_ros_args = False
-        elif in_ros_args and arg == "--params-file" and i + 1 < len(out):
-            rewritten = _yaml_text_maps(Path(out[i + 1]), names)
-            if rewritten is not None:
-                fd, name = tempfile.mkstemp(prefix="av_scene_vlm_params_", suffix=".yaml")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    yaml.safe_dump(rewritten, f, sort_keys=False, allow_unicode=True)
-                out[i + 1] = name
-                temps.append(Path(name))
+    for i in _ros_arg_values(out, ("--params-file",)):
+        rewritten = _yaml_text_maps(Path(out[i]), names)
+        if rewritten is not None:
+            fd, name = tempfile.mkstemp(prefix="av_scene_vlm_params_", suffix=".yaml")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                yaml.safe_dump(rewritten, f, sort_keys=False, allow_unicode=True)
+            out[i] = name
+            temps.append(Path(name))
     return out, temps
 
 
