@@ -55,8 +55,10 @@ def choose_model(requested: str, out: Path) -> tuple[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="openai/clip-vit-base-patch32")
+    parser.add_argument("--model", default=DEFAULT_CLIP_MODEL)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz")
     parser.add_argument("--out", default="out/demo")

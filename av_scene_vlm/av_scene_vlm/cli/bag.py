@@ -12,8 +12,7 @@ import argparse
 from pathlib import Path
 
 from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, quiet_hub, run_guarded
-
-_DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"  # mirrors core.captioner.DEFAULT_CAPTION_MODEL
+from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--caption-model",
-        default=_DEFAULT_CAPTION_MODEL,
+        default=DEFAULT_CAPTION_MODEL,
         help="Qwen2.5-VL hub id or local directory (default: %(default)s)",
     )
     parser.add_argument(

@@ -12,8 +12,7 @@ import argparse
 import json
 
 from av_scene_vlm.cli.common import CliError, quiet_hub, read_images, run_guarded
-
-_DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"  # mirrors core.captioner.DEFAULT_CAPTION_MODEL
+from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV reads)")
     parser.add_argument(
         "--model",
-        default=_DEFAULT_MODEL,
-        help=f"hub id or local directory of a Qwen2.5-VL checkpoint (default: {_DEFAULT_MODEL})",
+        default=DEFAULT_CAPTION_MODEL,
+        help=f"hub id or local directory of a Qwen2.5-VL checkpoint (default: {DEFAULT_CAPTION_MODEL})",
     )
     parser.add_argument(
         "--prompt", default=None, help="instruction (default: a one-sentence driving-scene prompt)"

@@ -13,6 +13,7 @@ import argparse
 
 from av_scene_vlm.cli.bag import tasks_and_templates
 from av_scene_vlm.cli.common import CliError, add_clip_args, quiet_hub, run_guarded
+from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SEC",
         help="caption each camera every SEC seconds of bag time with --caption-model (default: off)",
     )
-    parser.add_argument(
-        "--caption-model", default="Qwen/Qwen2.5-VL-3B-Instruct", help="(default: %(default)s)"
-    )
+    parser.add_argument("--caption-model", default=DEFAULT_CAPTION_MODEL, help="(default: %(default)s)")
     parser.add_argument(
         "--build-index",
         action="store_true",
