@@ -6,6 +6,10 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 # Before anything imports rclpy: DDS stays on this host, on a domain of this run's own.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -13,16 +17,15 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(50 + os.getpid() % 50))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# The log files of every node and launch the tests start go to a directory removed after the run
-# (not ~/.ros/log, where each run would leave a directory per process).
-if "ROS_LOG_DIR" not in os.environ:
-    os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="av_scene_vlm_ros_log_")
-    atexit.register(shutil.rmtree, os.environ["ROS_LOG_DIR"], True)
-
-from pathlib import Path
-
-import numpy as np
-import pytest
+# Everything the tests and the processes they start write goes under one directory removed after
+# the run: temporary files (pytest's tmp_path, launch_ros's launch_params_* files, Ray's session
+# directory), the ROS log files (not ~/.ros/log, a directory per process) and the ONNX graph cache
+# (not ~/.cache/av_scene_vlm). A short name: Ray's socket paths under it must stay below 108 bytes.
+_RUN_DIR = tempfile.mkdtemp(prefix="avsv")
+atexit.register(shutil.rmtree, _RUN_DIR, True)
+os.environ["TMPDIR"] = tempfile.tempdir = _RUN_DIR
+os.environ.setdefault("ROS_LOG_DIR", os.path.join(_RUN_DIR, "ros_log"))
+os.environ.setdefault("AV_SCENE_VLM_ONNX_CACHE", os.path.join(_RUN_DIR, "onnx"))
 
 
 @pytest.fixture(scope="session")
