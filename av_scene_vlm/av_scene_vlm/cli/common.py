@@ -83,19 +83,30 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
     return [read_image(p) for p in paths]
 
 
+def engine_options(args: argparse.Namespace) -> dict:
+    """The engine's backend keywords from the command's options, checked (BackendError), and the model
+    checked to be there (ModelLoadError) — in a second, before torch is imported."""
+    from av_scene_vlm.core.backend_options import check_options
+    from av_scene_vlm.core.models import ensure_available
+
+    options = {
+        "backend": getattr(args, "backend", "auto"),
+        "onnx_providers": tuple(getattr(args, "onnx_providers", ["auto"])),
+        "onnx_threads": getattr(args, "onnx_threads", 0),
+    }
+    check_options(*options.values())
+    ensure_available(args.model)
+    return options
+
+
 def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroShotEngine
     """Load the CLIP engine for a command; a missing model becomes a CliError."""
     quiet_hub()
-    from av_scene_vlm.core.backend_options import check_options
-    from av_scene_vlm.core.models import ModelLoadError, ensure_available
+    from av_scene_vlm.core.models import ModelLoadError
     from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES, TaskError
 
-    backend = getattr(args, "backend", "auto")
-    providers = getattr(args, "onnx_providers", ["auto"])
-    threads = getattr(args, "onnx_threads", 0)
     try:
-        check_options(backend, providers, threads)
-        ensure_available(args.model)  # a missing model fails in a second, before torch is imported
+        options = engine_options(args)
         from av_scene_vlm.core.engine import ZeroShotEngine
 
         return ZeroShotEngine(
@@ -104,9 +115,7 @@ def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroS
             dtype=args.dtype,
             tasks=tasks,
             templates=templates or DEFAULT_TEMPLATES,
-            backend=backend,
-            onnx_providers=providers,
-            onnx_threads=threads,
+            **options,
         )
     except (ModelLoadError, TaskError) as exc:
         raise CliError(str(exc)) from None

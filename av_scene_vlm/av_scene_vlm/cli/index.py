@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from av_scene_vlm.cli.bag import tasks_and_templates
-from av_scene_vlm.cli.common import CliError, add_clip_args, quiet_hub, run_guarded
+from av_scene_vlm.cli.common import CliError, add_clip_args, engine_options, quiet_hub, run_guarded
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
@@ -59,7 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from av_scene_vlm.core.backend_options import check_options
     from av_scene_vlm.core.fleet import EngineSpec, FleetError, RayOptions, find_bags, index_bags
     from av_scene_vlm.core.fleet.errors import require
     from av_scene_vlm.core.models import ModelLoadError, ensure_available
@@ -81,8 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     quiet_hub()
     captions = args.caption_every is not None
     try:
-        check_options(args.backend, args.onnx_providers, args.onnx_threads)
-        ensure_available(args.model)
+        options = engine_options(args)
         if captions:
             ensure_available(args.caption_model)
         spec = EngineSpec.create(
@@ -92,9 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             caption_model=args.caption_model if captions else None,
-            backend=args.backend,
-            onnx_providers=tuple(args.onnx_providers),
-            onnx_threads=args.onnx_threads,
+            **options,
         )
         ray = None
         if args.ray is not None:
