@@ -19,6 +19,12 @@ Conventions (ros-perception/vision_opencv cv_bridge, sensor_msgs image_encodings
 
 Every bad input raises ``ImageDecodeError`` (a ``ValueError``) whose message says what is wrong, so a
 node can log it and drop the frame without catching broad exception types.
+
+Hostile frames (a few bytes whose fields or header claim gigabytes) are refused before any large
+allocation: every decoder checks ``width * height`` against ``max_pixels`` (default
+``DEFAULT_MAX_FRAME_PIXELS``, 8K with headroom) and, for compressed data, reads the size from the
+header first (``image_header``). ``check_raw_fields`` / ``check_compressed`` make the same size checks
+in O(1) / O(header) without decoding, for a subscription callback that must stay cheap.
 """
 
 from __future__ import annotations
@@ -31,9 +37,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .image_header import HeaderError, compressed_image_size
+
 __all__ = [
+    "DEFAULT_MAX_FRAME_PIXELS",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
+    "check_compressed",
+    "check_max_pixels",
+    "check_raw_fields",
     "decode_compressed",
     "decode_raw",
     "encode_compressed",
@@ -44,6 +56,9 @@ _ByteData = bytes | bytearray | memoryview | np.ndarray | array.array | Sequence
 
 # Larger sides are almost certainly a corrupt header; refusing them avoids multi-GiB allocations.
 _MAX_SIDE = 16384
+DEFAULT_MAX_FRAME_PIXELS = 50_000_000
+"""Largest frame decoded by default: 8K (7680 x 4320 = 33.2 MP; DCI 8192 x 4320 = 35.4 MP) with headroom.
+An RGB copy of such a frame is 150 MB, the most one frame may cost."""
 # Filler for row padding written by encode_raw: non-zero, so a decoder that leaks padding into the
 # image is caught by the tests.
 _PAD_BYTE = 0xA5
@@ -127,12 +142,67 @@ def _as_int(name: str, value: Any) -> int:
         raise ImageDecodeError(f"{name} must be an integer, got {type(value).__name__}") from None
 
 
-def _check_size(height: int, width: int) -> None:
+def _check_size(height: int, width: int, max_pixels: int | None = None) -> None:
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"width/height is zero or negative (height {height}, width {width})")
     if height > _MAX_SIDE or width > _MAX_SIDE:
         raise ImageDecodeError(
             f"image size {width}x{height} exceeds {_MAX_SIDE} pixels per side (corrupt header?)"
+        )
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageDecodeError(
+            f"image size {width}x{height} = {height * width:,} pixels exceeds max_frame_pixels "
+            f"{max_pixels:,} (corrupt header, or raise the limit)"
+        )
+
+
+def check_max_pixels(max_pixels: Any) -> int:
+    """``max_pixels`` as a positive int, or ImageDecodeError (a ValueError) saying why not."""
+    value = _as_int("max_pixels", max_pixels)
+    if value < 1:
+        raise ImageDecodeError(f"max_pixels must be >= 1, got {value}")
+    return value
+
+
+def _byte_length(data: Any) -> int:
+    """len(data) in bytes without copying or converting it (O(1) for buffers), with the checks of
+    ``_as_bytes`` that need no pass over the values (1-byte items, bytes-like)."""
+    if data is None or isinstance(data, str):
+        raise ImageDecodeError(f"data must be bytes-like, got {type(data).__name__}")
+    if isinstance(data, list | tuple):
+        return len(data)
+    if isinstance(data, np.ndarray):
+        itemsize = data.dtype.itemsize
+        size = data.size
+    else:
+        try:
+            view = memoryview(data)
+        except TypeError as exc:
+            raise ImageDecodeError(f"data must be bytes-like, got {type(data).__name__}: {exc}") from None
+        itemsize, size = view.itemsize, view.nbytes // max(1, view.itemsize)
+    if itemsize != 1:
+        raise ImageDecodeError("data must be a byte buffer (1-byte items); view it as uint8 first")
+    return size
+
+
+def check_raw_fields(
+    height: int, width: int, step: int, data: _ByteData, *, max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> None:
+    """The size checks of ``decode_raw`` that need no encoding, in O(1): sides and pixel count within
+    limits, at least one byte per pixel in a row, and ``height * step`` bytes present.
+
+    Why encoding-free: a subscription callback runs this on every message to drop hostile frames
+    before they take a camera's slot, and cv_bridge (where installed) decodes encodings this codec
+    does not know; ``decode_raw`` makes the full checks when the frame is decoded.
+    """
+    height, width, step = _as_int("height", height), _as_int("width", width), _as_int("step", step)
+    _check_size(height, width, check_max_pixels(max_pixels))
+    if step < width:
+        raise ImageDecodeError(f"step {step} < width {width}")
+    size = _byte_length(data)
+    if size < height * step:
+        raise ImageDecodeError(
+            f"data has {size} bytes, expected at least {height * step} (height {height} * step {step})"
         )
 
 
@@ -178,6 +248,8 @@ def decode_raw(
     step: int,
     is_bigendian: bool | int,
     data: _ByteData,
+    *,
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> np.ndarray:
     """Decode sensor_msgs/Image fields into a new C-contiguous H×W×3 uint8 RGB array.
 
@@ -190,6 +262,9 @@ def decode_raw(
     so raw and compressed 16-bit frames look the same. ``is_bigendian`` only matters for mono16; the
     high byte is picked by position (byte 0 for big-endian, byte 1 for little-endian), which is the
     byte swap done without a swap and is independent of the host's byte order.
+
+    Every size is checked before anything is allocated: a frame of more than ``max_pixels`` pixels, or
+    whose data is shorter than ``height * step``, raises ImageDecodeError.
     """
     enc = _canonical_encoding(encoding)
     height = _as_int("height", height)
@@ -197,7 +272,7 @@ def decode_raw(
     step = _as_int("step", step)
     if not isinstance(is_bigendian, bool | int | np.integer | np.bool_):
         raise ImageDecodeError(f"is_bigendian must be a bool or int, got {type(is_bigendian).__name__}")
-    _check_size(height, width)
+    _check_size(height, width, check_max_pixels(max_pixels))
     bpp, code = _LAYOUT[enc]
     if enc in _YUV422 and width % 2:
         raise ImageDecodeError(f"{enc} needs an even width (two pixels share chroma), got width {width}")
@@ -237,17 +312,44 @@ def _compression_of(format: Any) -> str:
     return fmt
 
 
-def decode_compressed(format: str, data: _ByteData) -> np.ndarray:
-    """Decode sensor_msgs/CompressedImage bytes (JPEG, PNG, anything cv2.imdecode reads) to H×W×3 RGB.
+def check_compressed(
+    format: str, data: _ByteData, *, max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> tuple[int, int]:
+    """(width, height) of CompressedImage bytes read from the header only, checked against the side
+    and ``max_pixels`` limits; ImageDecodeError when too large or no size can be read. Cost: the
+    header (a few markers), never the pixels."""
+    return _compressed_size(_compression_of(format), _as_bytes(data), check_max_pixels(max_pixels))
+
+
+def _compressed_size(fmt: str, buf: np.ndarray, max_pixels: int) -> tuple[int, int]:
+    if buf.size == 0:
+        raise ImageDecodeError(f"compressed image data is empty (format '{fmt}')")
+    try:
+        kind, width, height = compressed_image_size(buf)
+    except HeaderError as exc:
+        raise ImageDecodeError(f"corrupt or unsupported compressed image (format '{fmt}'): {exc}") from None
+    try:
+        _check_size(height, width, max_pixels)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{kind.upper()} header: {exc}") from None
+    return width, height
+
+
+def decode_compressed(
+    format: str, data: _ByteData, *, max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> np.ndarray:
+    """Decode sensor_msgs/CompressedImage bytes (JPEG, PNG; other formats whose size Pillow reads from
+    their header) to H×W×3 RGB.
 
     The bytes are a standard JPEG/PNG whatever the format's first part says ("rgb8; jpeg compressed
     bgr8" is still an ordinary JPEG), so decoding goes by content and ``format`` is only validated and
     quoted in errors. Grey and 16-bit images become 8-bit RGB (16-bit by >> 8), alpha is dropped.
+    The size is read from the header and checked (``check_compressed``) before OpenCV, which would
+    allocate whatever the header claims, sees the data.
     """
     fmt = _compression_of(format)
     buf = _as_bytes(data)
-    if buf.size == 0:
-        raise ImageDecodeError(f"compressed image data is empty (format '{fmt}')")
+    _compressed_size(fmt, buf, check_max_pixels(max_pixels))
     try:
         if hasattr(cv2, "IMREAD_COLOR_RGB"):  # recent OpenCV decodes straight to RGB, saving a pass
             img = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
@@ -259,7 +361,7 @@ def decode_compressed(format: str, data: _ByteData) -> np.ndarray:
         img = None
     if img is None or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ImageDecodeError(f"corrupt or unsupported compressed image (format '{fmt}')")
-    _check_size(img.shape[0], img.shape[1])
+    _check_size(img.shape[0], img.shape[1], max_pixels)
     return np.ascontiguousarray(img)
 
 

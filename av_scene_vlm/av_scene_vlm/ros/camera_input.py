@@ -2,7 +2,10 @@
 
 Why: the executor callback must stay O(1) — it only swaps the newest message into the camera's slot
 and wakes the worker. A frame overwritten before the worker took it is counted as dropped, so the node
-never falls behind the cameras and never processes stale frames.
+never falls behind the cameras and never processes stale frames. A frame whose size fields or
+compressed header claim more than `max_frame_pixels`, or more bytes than it carries, is counted as bad
+right there (O(1), or a header read): a flood of hostile frames never takes a camera's slot from a
+valid frame and never reaches a decoder.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError
 from av_scene_vlm.core.naming import output_namespace
+from av_scene_vlm.ros.conversions import check_frame
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 INPUT_TYPES = ("auto", "raw", "compressed")
+BAD_FRAME_WARN_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this time
 
 
 class RateMeter:
@@ -169,9 +175,13 @@ class CameraInputs:
         *,
         reliability: str = "best_effort",
         depth: int = 1,
+        max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
     ) -> None:
         check_input_qos(reliability, depth)
         self.cameras = list(cameras)
+        self.max_frame_pixels = max_frame_pixels
+        self._logger = node.get_logger()
+        self._bad_warned: dict[str, tuple[float, int]] = {}  # topic -> (time of last warning, bad then)
         self._cond = threading.Condition()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])
         self.subscriptions = [
@@ -186,6 +196,14 @@ class CameraInputs:
 
     def _on_frame(self, cam: Camera, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
+        try:
+            check_frame(msg, self.max_frame_pixels)
+        except ImageDecodeError as exc:
+            with self._cond:
+                cam.received += 1
+                cam.input_rate.tick(now)
+            self.reject(cam, exc)
+            return
         with self._cond:
             cam.received += 1
             cam.input_rate.tick(now)
@@ -193,6 +211,20 @@ class CameraInputs:
                 cam.dropped += 1  # overwritten before the worker took it
             cam._slot = (msg, now)
             self._cond.notify()
+
+    def reject(self, cam: Camera, reason: Exception | str) -> None:
+        """Count a bad frame of `cam` (callback or worker thread) and warn at most once per
+        BAD_FRAME_WARN_PERIOD_S per camera, saying how many were rejected since the last warning."""
+        now = time.monotonic()
+        with self._cond:
+            cam.bad += 1
+            bad = cam.bad
+            last, bad_then = self._bad_warned.get(cam.topic, (-1e18, 0))
+            if now - last < BAD_FRAME_WARN_PERIOD_S:
+                return
+            self._bad_warned[cam.topic] = (now, bad)
+        since = "" if bad_then == 0 else f", {bad - bad_then} since the last warning"
+        self._logger.warning(f"skipping bad frame on {cam.topic} ({bad} so far{since}): {reason}")
 
     def take(self, max_frames: int, timeout: float) -> list[tuple[Camera, Image | CompressedImage, float]]:
         """Wait up to `timeout` for frames; return the newest frame of up to `max_frames` cameras."""

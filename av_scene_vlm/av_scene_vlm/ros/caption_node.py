@@ -262,7 +262,11 @@ class CaptionNode(WorkerNode):
                 )
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.inputs = CameraInputs(
-            self, self.cameras, reliability=p("input_reliability"), depth=p("input_depth")
+            self,
+            self.cameras,
+            reliability=p("input_reliability"),
+            depth=p("input_depth"),
+            max_frame_pixels=p("max_frame_pixels"),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._last_caption: dict[str, float] = {}
@@ -393,12 +397,9 @@ class CaptionNode(WorkerNode):
                     cam.skipped_period += 1
                     continue
             try:
-                rgb = image_to_rgb(msg, use_cv_bridge=use_cv_bridge)
+                rgb = image_to_rgb(msg, use_cv_bridge=use_cv_bridge, max_pixels=self.inputs.max_frame_pixels)
             except ImageDecodeError as exc:
-                cam.bad += 1
-                self.get_logger().warning(
-                    f"skipping bad frame on {cam.topic} ({cam.bad} so far): {exc}", throttle_duration_sec=5.0
-                )
+                self.inputs.reject(cam, exc)
                 continue
             computed = None
             if self._source == "compute" and threshold > 0:

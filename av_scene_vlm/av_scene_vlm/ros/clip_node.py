@@ -207,7 +207,11 @@ class ClipNode(WorkerNode):
         }
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.inputs = CameraInputs(
-            self, self.cameras, reliability=p("input_reliability"), depth=p("input_depth")
+            self,
+            self.cameras,
+            reliability=p("input_reliability"),
+            depth=p("input_depth"),
+            max_frame_pixels=p("max_frame_pixels"),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_labels()
@@ -294,12 +298,13 @@ class ClipNode(WorkerNode):
                 cam.skipped_period += 1
                 continue
             try:
-                rgb = image_to_rgb(msg, use_cv_bridge=bool(self._p("use_cv_bridge")))
-            except ImageDecodeError as exc:
-                cam.bad += 1
-                self.get_logger().warning(
-                    f"skipping bad frame on {cam.topic} ({cam.bad} so far): {exc}", throttle_duration_sec=5.0
+                rgb = image_to_rgb(
+                    msg,
+                    use_cv_bridge=bool(self._p("use_cv_bridge")),
+                    max_pixels=self.inputs.max_frame_pixels,
                 )
+            except ImageDecodeError as exc:
+                self.inputs.reject(cam, exc)
                 continue
             work.append(_Work(cam, msg.header, rgb, received, now))
         if not work:

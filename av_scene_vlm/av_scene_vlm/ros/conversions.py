@@ -15,7 +15,14 @@ from std_msgs.msg import Header
 
 if TYPE_CHECKING:  # annotations only: caption_node needs no CLIP engine (torchvision) import
     from av_scene_vlm.core.engine import FrameResult
-from av_scene_vlm.core.image_codec import ImageDecodeError, decode_compressed, decode_raw
+from av_scene_vlm.core.image_codec import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    ImageDecodeError,
+    check_compressed,
+    check_raw_fields,
+    decode_compressed,
+    decode_raw,
+)
 from av_scene_vlm.core.tasks import Task, expand_prompts
 from av_scene_vlm_msgs.msg import (
     Caption,
@@ -46,19 +53,38 @@ def _ros2_cv_bridge():  # -> CvBridge | None
 _BRIDGE = _ros2_cv_bridge()
 
 
-def image_to_rgb(msg: Image | CompressedImage, *, use_cv_bridge: bool = False) -> np.ndarray:
+def check_frame(msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> None:
+    """Refuse a frame whose size fields or compressed header claim more than `max_pixels`, or more
+    bytes than it carries (ImageDecodeError), without decoding it: O(1) for Image, the header for
+    CompressedImage, so a subscription callback can run it on every message."""
+    if isinstance(msg, CompressedImage):
+        check_compressed(msg.format, msg.data, max_pixels=max_pixels)
+    else:
+        check_raw_fields(msg.height, msg.width, msg.step, msg.data, max_pixels=max_pixels)
+
+
+def image_to_rgb(
+    msg: Image | CompressedImage,
+    *,
+    use_cv_bridge: bool = False,
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+) -> np.ndarray:
     """Decode a sensor_msgs Image or CompressedImage into H×W×3 uint8 RGB.
 
-    Raises ImageDecodeError for anything malformed (sizes, step, data length, encoding, corrupt JPEG).
+    Raises ImageDecodeError for anything malformed (sizes, step, data length, encoding, corrupt JPEG)
+    or larger than `max_pixels`, before any allocation of the frame's size.
     """
     if isinstance(msg, CompressedImage):
-        return decode_compressed(msg.format, msg.data)
+        return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
     if use_cv_bridge and _BRIDGE is not None:
+        check_raw_fields(msg.height, msg.width, msg.step, msg.data, max_pixels=max_pixels)
         try:
             return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
         except Exception as exc:  # CvBridgeError, cv2.error, numpy buffer errors: all mean a bad frame
             raise ImageDecodeError(f"cv_bridge could not convert the image: {exc}") from None
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    return decode_raw(
+        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data, max_pixels=max_pixels
+    )
 
 
 def cv_bridge_available() -> bool:

@@ -16,6 +16,7 @@ import rclpy
 from diagnostic_msgs.msg import KeyValue
 from rclpy.node import Node
 
+from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
 from av_scene_vlm.ros.parameters import (
@@ -46,6 +47,12 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
     ),
     "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
     "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
+    "max_frame_pixels": (
+        DEFAULT_MAX_FRAME_PIXELS,
+        "Largest frame accepted, width x height (default: 8K with headroom); a frame whose fields or "
+        "compressed header claim more, or more bytes than it carries, is counted bad before decoding.",
+        True,
+    ),
 }
 # Values shown in type errors where the default is empty (see parameters.Examples).
 INPUT_EXAMPLES = {"output_namespaces": ["/front/scene"]}
@@ -71,6 +78,8 @@ def plan_inputs(node: WorkerNode) -> list:  # -> list[Camera]
     p = node._p
 
     check_input_qos(p("input_reliability"), int(p("input_depth")))
+    if int(p("max_frame_pixels")) < 1:
+        raise ValueError("max_frame_pixels must be >= 1")
     if float(p("diagnostics_period")) <= 0:
         raise ValueError("diagnostics_period must be > 0")
     return plan_cameras(clean_list(p("image_topics")), clean_list(p("output_namespaces")), p("input_type"))
