@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, quiet_hub, run_guarded
+from av_scene_vlm.cli.common import (
+    CliError,
+    add_clip_args,
+    add_max_frame_pixels_arg,
+    make_engine,
+    max_frame_pixels,
+    quiet_hub,
+    run_guarded,
+)
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
@@ -43,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)"
     )
+    add_max_frame_pixels_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_clip_args(parser)
 
@@ -145,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"summary file '{summary}' must end in .csv or .json")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    max_pixels = max_frame_pixels(args)
     tasks, templates = tasks_and_templates(args)
     engine = make_engine(args, tasks, templates)
     captioner = None
@@ -170,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             summary_path=summary,
             storage=args.storage,
+            max_frame_pixels=max_pixels,
         )
     except BagError as exc:
         raise CliError(str(exc)) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from av_scene_vlm.core.image_header import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 
 EXIT_USAGE = 2
@@ -60,6 +61,26 @@ def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False)
     parser.add_argument(
         "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0 = torch's)"
     )
+
+
+def add_max_frame_pixels_arg(parser: argparse.ArgumentParser) -> None:
+    """--max-frame-pixels of the commands that read frames from bags (bag, index)."""
+    parser.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=DEFAULT_MAX_FRAME_PIXELS,
+        metavar="N",
+        help="frames whose fields or compressed header claim more than N pixels (width x height) are "
+        "bad frames, never decoded (default: %(default)s, 8K with headroom)",
+    )
+
+
+def max_frame_pixels(args: argparse.Namespace) -> int:
+    """--max-frame-pixels, checked (CliError unless >= 1)."""
+    value = int(args.max_frame_pixels)
+    if value < 1:
+        raise CliError(f"--max-frame-pixels must be >= 1, got {value}")
+    return value
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -12,7 +12,15 @@ from __future__ import annotations
 import argparse
 
 from av_scene_vlm.cli.bag import tasks_and_templates
-from av_scene_vlm.cli.common import CliError, add_clip_args, engine_options, quiet_hub, run_guarded
+from av_scene_vlm.cli.common import (
+    CliError,
+    add_clip_args,
+    add_max_frame_pixels_arg,
+    engine_options,
+    max_frame_pixels,
+    quiet_hub,
+    run_guarded,
+)
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
@@ -54,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actors", type=int, default=1, help="with --ray and no GPUs: model actors (default: 1)"
     )
+    add_max_frame_pixels_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_clip_args(parser)
 
@@ -67,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--batch-size and --actors must be >= 1, --num-gpus >= 0")
     if args.ray is None and (args.num_gpus or args.actors != 1):
         raise CliError("--num-gpus and --actors need --ray")
+    max_pixels = max_frame_pixels(args)
     try:
         require("lancedb")
         if args.ray is not None:
@@ -105,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
             build_index=True if args.build_index else None,
             progress=not args.no_progress,
             ray=ray,
+            max_frame_pixels=max_pixels,
         )
     except (FleetError, ModelLoadError) as exc:
         raise CliError(str(exc)) from None

@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .image_header import HeaderError, compressed_image_size
+from .image_header import DEFAULT_MAX_FRAME_PIXELS, HeaderError, compressed_image_size
 
 __all__ = [
     "DEFAULT_MAX_FRAME_PIXELS",
@@ -56,9 +56,6 @@ _ByteData = bytes | bytearray | memoryview | np.ndarray | array.array | Sequence
 
 # Larger sides are almost certainly a corrupt header; refusing them avoids multi-GiB allocations.
 _MAX_SIDE = 16384
-DEFAULT_MAX_FRAME_PIXELS = 50_000_000
-"""Largest frame decoded by default: 8K (7680 x 4320 = 33.2 MP; DCI 8192 x 4320 = 35.4 MP) with headroom.
-An RGB copy of such a frame is 150 MB, the most one frame may cost."""
 # Filler for row padding written by encode_raw: non-zero, so a decoder that leaks padding into the
 # image is caught by the tests.
 _PAD_BYTE = 0xA5

@@ -18,7 +18,12 @@ import warnings
 
 import numpy as np
 
-__all__ = ["HeaderError", "compressed_image_size"]
+__all__ = ["DEFAULT_MAX_FRAME_PIXELS", "HeaderError", "compressed_image_size"]
+
+DEFAULT_MAX_FRAME_PIXELS = 50_000_000
+"""Largest frame decoded by default: 8K (7680 x 4320 = 33.2 MP; DCI 8192 x 4320 = 35.4 MP) with headroom.
+An RGB copy of such a frame is 150 MB, the most one frame may cost. (Here, not in image_codec, so the
+CLIs show it without importing OpenCV.)"""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"  # SOI + the 0xFF of the next marker: what OpenCV sniffs for

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..image_codec import ImageDecodeError
+from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, check_max_pixels
 from .captions import CaptionSchedule
 from .errors import BagError, check_positive, reason
 from .prefetch import prefetch
@@ -99,6 +99,7 @@ def process_bag(
     summary_path: str | Path | None = None,
     storage: str | None = None,
     msg_dir: str | Path | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> BagSummary:
     """Classify every frame of `in_bag` and write `out_bag` = all input messages + results.
 
@@ -107,11 +108,17 @@ def process_bag(
     counted in `bad_frames`, copied unchanged and get no results. With a `captioner` (an object
     with `.caption(rgb)` returning `.text/.prompt/.num_tokens/.latency/.model_id`), each camera
     gets a caption every `caption_every` seconds of bag time (<= 0: every frame). `storage` is
-    "sqlite3" or "mcap" (default: the input's). Raises BagError; never leaves partial output.
+    "sqlite3" or "mcap" (default: the input's). Frames of more than `max_frame_pixels` pixels
+    (fields or compressed header) are bad frames, refused before they are decoded. Raises BagError;
+    never leaves partial output.
     """
     t0 = time.perf_counter()
     in_path, out_path = Path(in_bag), Path(out_bag)
     check_positive("batch_size", batch_size)
+    try:
+        check_max_pixels(max_frame_pixels)
+    except ValueError as exc:
+        raise BagError(str(exc).replace("max_pixels", "max_frame_pixels")) from None
     if storage is not None and storage not in STORAGES:
         raise BagError(f"unknown storage '{storage}' (use {' or '.join(STORAGES)})")
     summary = Path(summary_path) if summary_path is not None else None
@@ -144,6 +151,7 @@ def process_bag(
                 captioner=captioner,
                 caption_every=caption_every,
                 progress=progress,
+                max_frame_pixels=max_frame_pixels,
             )
             if summary is not None and summary_fmt is not None:
                 meta = {"input": str(in_path), "output": str(out_path), "model_id": engine.model_id}
@@ -214,6 +222,7 @@ def _process(
     captioner: Any | None,
     caption_every: float,
     progress: bool,
+    max_frame_pixels: int,
 ) -> tuple[_Counts, list[_Camera]]:
     """Run the stages; returns the counts and the cameras (with their per-topic counts)."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
@@ -228,7 +237,8 @@ def _process(
         conn_map = copy_connections(reader, writer, store)
         _add_result_topics(out, cameras, captioner is not None)
         total = sum(c.msgcount for c in reader.connections if c.id in cameras)
-        records = prefetch(_read(reader, in_path, store, conn_map, cameras), depth=2 * batch_size + 8)
+        read = _read(reader, in_path, store, conn_map, cameras, max_frame_pixels)
+        records = prefetch(read, depth=2 * batch_size + 8)
         with _progress_bar(total, in_path.name, progress) as bar, closing(records):
             for chunk, batch in _chunks(records, batch_size, schedule, counts, bar):
                 _classify(engine, batch)
@@ -285,7 +295,12 @@ def _progress_bar(total: int, name: str, enabled: bool):
 
 
 def _read(
-    reader: Reader, in_path: Path, store: Typestore, conn_map: dict[int, Connection], cameras: dict
+    reader: Reader,
+    in_path: Path,
+    store: Typestore,
+    conn_map: dict[int, Connection],
+    cameras: dict,
+    max_frame_pixels: int,
 ) -> Iterator[_Record]:
     """Stage 1: every input message in bag order; image messages of a camera decoded (None = bad)."""
     for conn, ts, raw in messages(reader, in_path):
@@ -294,7 +309,7 @@ def _read(
         if cam is not None:
             rec.camera = cam
             try:
-                rec.frame = decode(store, conn.msgtype, raw)
+                rec.frame = decode(store, conn.msgtype, raw, max_frame_pixels)
             except ImageDecodeError:
                 rec.frame = None
         yield rec

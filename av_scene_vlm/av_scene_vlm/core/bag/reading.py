@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..image_codec import ImageDecodeError, decode_compressed, decode_raw
+from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, decode_compressed, decode_raw
 from ..naming import output_namespace
 from .errors import BagError, reason
 from .typestore import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, STORAGES
@@ -163,27 +163,35 @@ class Decoded:
         return self.sec * 1_000_000_000 + self.nanosec
 
 
-def decode(store: Typestore, msgtype: str, raw: bytes) -> Decoded:
-    """Deserialize an image message and decode it to RGB; any failure is ImageDecodeError."""
+def decode(store: Typestore, msgtype: str, raw: bytes, max_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> Decoded:
+    """Deserialize an image message and decode it to RGB; any failure is ImageDecodeError, and so is
+    a frame of more than `max_pixels` pixels (refused before it is decoded)."""
     try:
         msg = store.deserialize_cdr(raw, msgtype)
     except Exception as exc:
         raise ImageDecodeError(f"cannot deserialize {msgtype}: {reason(exc)}") from None
     if msgtype == COMPRESSED_IMAGE:
-        rgb = decode_compressed(msg.format, msg.data)
+        rgb = decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
     else:
-        rgb = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+        rgb = decode_raw(
+            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data, max_pixels=max_pixels
+        )
     stamp = msg.header.stamp
     return Decoded(rgb, msg.header, int(stamp.sec), int(stamp.nanosec), str(msg.header.frame_id))
 
 
 def frames(
-    reader: Reader, path: Path, store: Typestore, conns: Sequence[Connection]
+    reader: Reader,
+    path: Path,
+    store: Typestore,
+    conns: Sequence[Connection],
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Iterator[tuple[Connection, int, Decoded | None]]:
-    """(connection, bag time, frame) of every message of `conns` in bag order; None = undecodable."""
+    """(connection, bag time, frame) of every message of `conns` in bag order; None = undecodable
+    (or larger than `max_pixels`)."""
     for conn, ts, raw in messages(reader, path, conns):
         try:
-            yield conn, ts, decode(store, conn.msgtype, raw)
+            yield conn, ts, decode(store, conn.msgtype, raw, max_pixels)
         except ImageDecodeError:
             yield conn, ts, None
 

@@ -17,6 +17,7 @@ import numpy as np
 from ..bag.captions import CaptionSchedule
 from ..bag.reading import frames, group_by_namespace, image_connections, opened
 from ..bag.typestore import bag_typestore
+from ..image_codec import DEFAULT_MAX_FRAME_PIXELS
 
 THUMB_SIDE = 192  # longest side of the stored JPEG thumbnail, px
 THUMB_QUALITY = 80
@@ -75,12 +76,14 @@ def decode_bag(
     batch_size: int = 16,
     counts: BagCounts | None = None,
     msg_dir: str | Path | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Iterator[dict[str, list]]:
     """Stage 1: the bag's decodable frames as column batches of at most `batch_size` rows.
 
     Columns: `KEYS`, `rgb` (H×W×3 uint8) and `caption` (bool: due for a caption every
     `caption_every` seconds of bag time per camera; None = no captions). Raises BagError when the
-    bag cannot be read (also midway); undecodable frames are counted in `counts.bad` and skipped.
+    bag cannot be read (also midway); undecodable frames, and frames of more than
+    `max_frame_pixels` pixels (refused before decoding), are counted in `counts.bad` and skipped.
     """
     p = Path(path)
     counts = counts if counts is not None else BagCounts()
@@ -91,7 +94,7 @@ def decode_bag(
         conns = chosen_connections(reader, p, topics)
         counts.expected = sum(c.msgcount for c in conns)
         batch: dict[str, list] = _empty()
-        for conn, ts, frame in frames(reader, p, store, conns):
+        for conn, ts, frame in frames(reader, p, store, conns, max_frame_pixels):
             if frame is None:
                 counts.bad += 1
                 continue

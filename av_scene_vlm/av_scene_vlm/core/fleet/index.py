@@ -19,6 +19,7 @@ from typing import Any
 
 from ..bag.errors import BagError, reason
 from ..bag.prefetch import prefetch
+from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, check_max_pixels
 from .discover import content_hash, find_bags
 from .errors import FleetError
 from .frames import BagCounts, count_frames, decode_bag, embed_batch
@@ -112,16 +113,22 @@ def index_bags(
     captioner: Any | None = None,
     ray: RayOptions | None = None,
     storage_options: dict | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> IndexSummary:
     """Index every image frame of the bags under `paths` into the LanceDB index at `db`.
 
     `spec` names the model and tasks (recorded in the index; another model's index is refused);
     `engine`/`captioner` may be given already loaded for the in-process path. `build_index`: None =
     build the ANN index once the index has `ann_min_rows` rows, True = now, False = never.
-    `on_rows` is called after every commit (`commit_rows` rows). Raises FleetError (index problems)
-    and ModelLoadError; bag problems are reported in the summary's `failed`.
+    `on_rows` is called after every commit (`commit_rows` rows). Frames of more than
+    `max_frame_pixels` pixels are bad frames, refused before decoding. Raises FleetError (index
+    problems) and ModelLoadError; bag problems are reported in the summary's `failed`.
     """
     t0 = time.perf_counter()
+    try:
+        check_max_pixels(max_frame_pixels)
+    except ValueError as exc:
+        raise FleetError(str(exc).replace("max_pixels", "max_frame_pixels")) from None
     if not spec.tasks:
         raise FleetError("no tasks: give labels or a tasks config (their top labels become columns)")
     bags = find_bags(paths)
@@ -153,11 +160,25 @@ def index_bags(
                 caption_every,
                 batch_size,
                 on_rows,
+                max_frame_pixels,
             )
         else:
             from .ray_index import run_ray
 
-            run_ray(tasks, store, spec, ray, summary, totals, bar, topics, caption_every, batch_size, on_rows)
+            run_ray(
+                tasks,
+                store,
+                spec,
+                ray,
+                summary,
+                totals,
+                bar,
+                topics,
+                caption_every,
+                batch_size,
+                on_rows,
+                max_frame_pixels,
+            )
     if summary.frames:
         store.optimize()
     summary.ann_built = store.maybe_build_ann_index(build_index, ann_min_rows) if store.count() else False
@@ -222,6 +243,7 @@ def _run_local(
     caption_every: float | None,
     batch_size: int,
     on_rows: OnRows | None,
+    max_frame_pixels: int,
 ) -> None:
     """Bag by bag in this process; decoding runs on a thread ahead of the model."""
     done = store.completed()
@@ -244,6 +266,7 @@ def _run_local(
             caption_every=caption_every,
             batch_size=batch_size,
             counts=counts,
+            max_frame_pixels=max_frame_pixels,
         )
         try:
             with closing(prefetch(batches, depth=2)) as stream:

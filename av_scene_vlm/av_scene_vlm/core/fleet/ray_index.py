@@ -81,7 +81,11 @@ def _hash_row(row: dict) -> dict:
 
 
 def decode_bags(
-    batch: dict[str, Any], topics: Sequence[str] | None, caption_every: float | None, batch_size: int
+    batch: dict[str, Any],
+    topics: Sequence[str] | None,
+    caption_every: float | None,
+    batch_size: int,
+    max_frame_pixels: int,
 ) -> Iterator[dict[str, Any]]:
     """Ray decode task: frames of each bag in `batch` as column batches, then its end-of-bag row."""
     for path, bag_hash in zip(batch["bag"], batch["bag_hash"], strict=True):
@@ -95,6 +99,7 @@ def decode_bags(
                 caption_every=caption_every,
                 batch_size=batch_size,
                 counts=counts,
+                max_frame_pixels=max_frame_pixels,
             ):
                 n = len(cols["rgb"])
                 yield {
@@ -178,6 +183,7 @@ def run_ray(
     caption_every: float | None,
     batch_size: int,
     on_rows: Any,
+    max_frame_pixels: int,
 ) -> None:
     """Index `tasks` on Ray Data, writing through `store` from this (driver) process."""
     from .index import fail, skip_if_done
@@ -212,6 +218,7 @@ def run_ray(
             "topics": list(topics) if topics else None,
             "caption_every": caption_every,
             "batch_size": batch_size,
+            "max_frame_pixels": max_frame_pixels,
         },
     )
     ds = ds.map_batches(
