@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             index.flush()
             del vec
+        index.finish_bag("00", "synthetic", args.rows, 0, 0.0)  # search returns complete bags' rows only
         index.optimize()
         t_write = time.perf_counter() - t0
         size_data = du_mb(tmp / "db")

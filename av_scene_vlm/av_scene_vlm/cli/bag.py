@@ -3,7 +3,8 @@
 Why a CLI: labelling a drive should not need a running graph or real time; the output bag carries the
 results on the live node's topics, so it replays like a live run. Tasks come from the vehicle config
 (`config/scene_vlm.yaml`, the same file the node loads) unless --labels/--config say otherwise.
-Exit codes: 0 ok, 2 bad input/output/option/model (one line on stderr, nothing partial written).
+Exit codes: 0 ok, 1 the output could not be written (disk full, read-only directory), 2 bad
+input/output/option/model (one line on stderr either way, nothing partial written).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
     CliError,
     add_clip_args,
     add_max_frame_pixels_arg,
@@ -139,7 +141,7 @@ def default_summary(out_bag: str | Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from av_scene_vlm.core.bag import BagError, process_bag
+    from av_scene_vlm.core.bag import BagError, OutputError, process_bag
 
     in_bag, out_bag = Path(args.in_bag), Path(args.out_bag)
     summary = None if args.no_summary else Path(args.summary) if args.summary else default_summary(out_bag)
@@ -182,6 +184,8 @@ def _run(args: argparse.Namespace) -> int:
             storage=args.storage,
             max_frame_pixels=max_pixels,
         )
+    except OutputError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
     except BagError as exc:
         raise CliError(str(exc)) from None
     per_topic = ", ".join(f"{t} {n}" for t, n in s.topics.items())

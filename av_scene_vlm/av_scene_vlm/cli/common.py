@@ -16,8 +16,16 @@ from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 EXIT_USAGE = 2
 
 
+EXIT_FAILED = 1
+
+
 class CliError(Exception):
-    """A user-facing error: printed as one line on stderr, exit code 2, no traceback."""
+    """A user-facing error: printed as one line on stderr, no traceback; exit code 2 (bad input,
+    option or model) unless `exit_code` says otherwise (1: the output could not be written)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def quiet_hub() -> None:
@@ -143,12 +151,12 @@ def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroS
 
 
 def run_guarded(func, args: argparse.Namespace) -> int:
-    """Run a command body, turning CliError into a one-line message and exit code 2."""
+    """Run a command body, turning CliError into a one-line message and its exit code."""
     try:
         return int(func(args) or 0)
     except CliError as exc:
         print(f"av-scene-vlm {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
 
 
 def tasks_from_args(args: argparse.Namespace) -> list:

@@ -3,8 +3,9 @@
 Why: finding "a child crossing the road at night" across a fleet's drives needs every frame's
 embedding in a real vector store, built incrementally as drives arrive, on one machine or a Ray
 cluster (`--ray`). Tasks come from the vehicle config like `bag`; their top labels become columns
-for `search --where`. Exit codes: 0 ok, 1 some bags could not be read (the others are indexed),
-2 bad option/model/index (one line on stderr).
+for `search --where`. Exit codes: 0 ok, 1 some bags could not be read (the others are indexed)
+or the index could not be written (disk full, read-only directory: one line on stderr, the bag
+being indexed leaves no rows a search sees), 2 bad option/model/index (one line on stderr).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 
 from av_scene_vlm.cli.bag import tasks_and_templates
 from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
     CliError,
     add_clip_args,
     add_max_frame_pixels_arg,
@@ -68,7 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from av_scene_vlm.core.fleet import EngineSpec, FleetError, RayOptions, find_bags, index_bags
+    from av_scene_vlm.core.fleet import (
+        EngineSpec,
+        FleetError,
+        RayOptions,
+        StorageError,
+        find_bags,
+        index_bags,
+    )
     from av_scene_vlm.core.fleet.errors import require
     from av_scene_vlm.core.models import ModelLoadError, ensure_available
 
@@ -117,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
             ray=ray,
             max_frame_pixels=max_pixels,
         )
+    except StorageError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
     except (FleetError, ModelLoadError) as exc:
         raise CliError(str(exc)) from None
     print(

@@ -22,12 +22,14 @@ Conventions:
 - Output bags are rosbag2 version 8 (readable by Humble through Kilted; version 9 only changes the
   QoS encoding) in the input's storage format unless `storage` says otherwise.
 - Nothing partial is left behind: the bag is written under a hidden temporary directory next to the
-  output and renamed into place on success; on any failure the temporary directory is removed.
+  output and renamed into place on success; on any failure the temporary directory is removed, and
+  one left by a run that was killed is removed by the next run for the same output. A failure to
+  write (disk full, read-only directory) is `OutputError`.
 - The summary file (`summary_path`, `.csv` or `.json`) has one row per classified frame; none is
   written when `summary_path` is None (the CLI defaults it to `<OUT_BAG>.csv`).
 """
 
-from .errors import BagError
+from .errors import BagError, OutputError
 from .process import BagSummary, process_bag
 from .search import Match, recorded_model, search_bag
 from .typestore import (
@@ -59,6 +61,7 @@ __all__ = [
     "BagError",
     "BagSummary",
     "Match",
+    "OutputError",
     "bag_typestore",
     "find_msg_dir",
     "process_bag",

@@ -1,10 +1,15 @@
-"""The one exception of the bag code, and how a library error becomes a short reason in its message."""
+"""The exceptions of the bag code, and how a library error becomes a short reason in its message."""
 
 from __future__ import annotations
 
 
 class BagError(Exception):
     """The bag cannot be processed or searched; the message says which file and why."""
+
+
+class OutputError(BagError):
+    """The output cannot be written (disk full, read-only or unwritable directory): not the input's
+    or the command line's fault, so the CLI exits 1 rather than 2. Nothing partial is left."""
 
 
 def reason(exc: BaseException) -> str:

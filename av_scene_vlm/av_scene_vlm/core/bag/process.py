@@ -3,13 +3,13 @@
 The work is a pipeline of stages: plan the cameras, open the output (copied connections + result
 topics), read and decode ahead on a thread, group records into batches that keep bag order,
 classify a batch, write the batch's messages followed by each frame's results. Nothing partial is
-left behind: output goes to a hidden directory beside the target and is renamed on success.
+left behind: output goes to a hidden directory beside the target and is renamed on success
+(`writing.Staging`); a failure to write it (disk full, read-only directory) is OutputError.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, check_max_pixels
 from .captions import CaptionSchedule
-from .errors import BagError, check_positive, reason
+from .errors import BagError, OutputError, check_positive, reason
 from .prefetch import prefetch
 from .reading import Decoded, decode, group_by_namespace, image_connections, messages, opened, storage_of
 from .summary import frame_row, summary_format, write_summary
 from .typestore import BAG_VERSION, LABEL_INFO, LABELS_LEAF, LEAVES, STORAGES, bag_typestore
-from .writing import ResultWriter, abort, copy_connections, make_tmp, remove_dirs
+from .writing import ResultWriter, Staging, abort, copy_connections, place
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -109,8 +109,8 @@ def process_bag(
     with `.caption(rgb)` returning `.text/.prompt/.num_tokens/.latency/.model_id`), each camera
     gets a caption every `caption_every` seconds of bag time (<= 0: every frame). `storage` is
     "sqlite3" or "mcap" (default: the input's). Frames of more than `max_frame_pixels` pixels
-    (fields or compressed header) are bad frames, refused before they are decoded. Raises BagError;
-    never leaves partial output.
+    (fields or compressed header) are bad frames, refused before they are decoded. Raises BagError
+    (OutputError when the output cannot be written); never leaves partial output.
     """
     t0 = time.perf_counter()
     in_path, out_path = Path(in_bag), Path(out_bag)
@@ -137,7 +137,9 @@ def process_bag(
         chosen, skipped = group_by_namespace(image_connections(reader, in_path, topics), bool(topics))
         _check_unprocessed(reader, chosen)
         fmt = storage or storage_of(reader, in_path)
-        tmp, created = make_tmp(out_path)
+        staging = Staging(out_path)
+        tmp = staging.dir
+        assert tmp is not None
         try:
             counts, cameras = _process(
                 reader,
@@ -155,13 +157,17 @@ def process_bag(
             )
             if summary is not None and summary_fmt is not None:
                 meta = {"input": str(in_path), "output": str(out_path), "model_id": engine.model_id}
-                write_summary(tmp / "summary", summary_fmt, counts.rows, [t.name for t in engine.tasks], meta)
+                tasks = [t.name for t in engine.tasks]
+                try:
+                    write_summary(tmp / "summary", summary_fmt, counts.rows, tasks, meta)
+                except OSError as exc:
+                    raise OutputError(f"cannot write summary '{summary}': {exc}") from None
             _publish(tmp, out_path, summary)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            remove_dirs(created)
+            staging.discard()
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
+        staging.created = []  # they hold the output now
+        staging.discard()
     seconds = time.perf_counter() - t0
     return BagSummary(
         input=in_path,
@@ -195,18 +201,21 @@ def _check_unprocessed(reader: Reader, chosen: dict[str, list[Connection]]) -> N
 
 
 def _publish(tmp: Path, out_path: Path, summary: Path | None) -> None:
-    """Move the finished bag (and summary) from the temp dir into place."""
-    try:
-        os.rename(tmp / out_path.name, out_path)
-    except OSError as exc:
-        raise BagError(f"cannot move the output into place at '{out_path}': {exc}") from None
+    """Move the finished bag (and summary) from the staging directory into place: the summary
+    first, so that a bag in place always has its summary (a killed run leaves at most a summary,
+    which the next run refuses to overwrite)."""
     if summary is not None:
         try:
             summary.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(tmp / "summary"), str(summary))
+            place(tmp / "summary", summary)
         except OSError as exc:
-            shutil.rmtree(out_path, ignore_errors=True)
-            raise BagError(f"cannot write summary '{summary}': {exc}") from None
+            raise OutputError(f"cannot write summary '{summary}': {exc}") from None
+    try:
+        place(tmp / out_path.name, out_path)
+    except OSError as exc:
+        if summary is not None:
+            summary.unlink(missing_ok=True)
+        raise OutputError(f"cannot move the output into place at '{out_path}': {exc}") from None
 
 
 def _process(
@@ -248,12 +257,9 @@ def _process(
     except BagError:
         abort(writer)
         raise
-    except WriterError as exc:
+    except (WriterError, OSError, sqlite3.Error) as exc:  # disk full, read-only, I/O error
         abort(writer)
-        raise BagError(f"cannot write output bag: {reason(exc)}") from None
-    except OSError as exc:
-        abort(writer)
-        raise BagError(f"cannot write output bag: {exc}") from None
+        raise OutputError(f"cannot write output bag '{bag_path.name}': {reason(exc)}") from None
     except BaseException:
         abort(writer)
         raise

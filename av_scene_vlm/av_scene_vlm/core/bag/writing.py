@@ -2,11 +2,16 @@
 
 Why: a processed bag must replay like a live run (the node's topics, QoS and message contents, the
 source image's header), copy every input message bit-exact with its definition, and never be left
-half-written (it is built in a hidden directory beside the output and renamed into place).
+half-written (it is built in a hidden directory beside the output and renamed into place: `Staging`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
+import os
+import shutil
 import tempfile
 from contextlib import suppress
 from pathlib import Path
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BagError
+from .errors import OutputError
 from .typestore import CAPTION, CLASSIFICATION, CLASSIFICATION_ARRAY, LABEL_INFO, SIMILARITY, TASK_INFO
 
 if TYPE_CHECKING:
@@ -186,25 +191,79 @@ def abort(writer: Writer) -> None:
             writer.abort()
 
 
-def make_tmp(out_path: Path) -> tuple[Path, list[Path]]:
-    """A hidden temp dir beside the output (same filesystem, so the final rename is atomic), and the
-    parent directories created for it (removed again on failure)."""
-    parent = out_path.parent if str(out_path.parent) else Path(".")
-    created: list[Path] = []
-    for p in reversed([parent, *parent.parents]):
-        if not p.exists():
-            created.append(p)
+class Staging:
+    """A hidden directory beside the output where it is built, locked by this process while it exists.
+
+    Why: the output must appear whole or not at all. It is written here and renamed into place (same
+    filesystem: atomic); on failure the directory goes. A run that is killed cannot remove it, so
+    each new run for the same output removes those no live process holds the lock of (flock(2): the
+    kernel releases it when its process dies, SIGKILL included).
+    """
+
+    SUFFIX = ".partial"
+
+    def __init__(self, out_path: Path) -> None:
+        self.out_path = out_path
+        parent = out_path.parent if str(out_path.parent) else Path(".")
+        self.created = [p for p in reversed([parent, *parent.parents]) if not p.exists()]
+        self.dir: Path | None = None
+        self._lock: int | None = None
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.remove_stale(parent, out_path.name)
+            # Locked under another name, then renamed: no other run ever sees it unlocked.
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".new", dir=parent))
+            self._lock = os.open(self.dir, os.O_RDONLY)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            staged = self.dir.with_suffix(self.SUFFIX)
+            os.rename(self.dir, staged)
+            self.dir = staged
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"cannot create output next to '{out_path}': {exc}") from None
+
+    @classmethod
+    def remove_stale(cls, parent: Path, name: str) -> None:
+        """Remove staging directories of `name` left by runs that died (not locked by a live one)."""
+        for d in parent.glob(f".{glob.escape(name)}.*{cls.SUFFIX}"):
+            try:
+                fd = os.open(d, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run is building it
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+            finally:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the staging directory and the parent directories made for it (if empty)."""
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        for d in reversed(self.created):
+            with suppress(OSError):
+                d.rmdir()
+
+
+def place(src: Path, dst: Path) -> None:
+    """Move a finished file to `dst` so that `dst` is never seen half-written: a rename, or across
+    filesystems a copy to a hidden file beside `dst` renamed into place. OSError when it fails."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=parent))
+        os.rename(src, dst)
+        return
     except OSError as exc:
-        remove_dirs(created)
-        raise BagError(f"cannot create output next to '{out_path}': {exc}") from None
-    return tmp, created
-
-
-def remove_dirs(created: list[Path]) -> None:
-    """Remove directories `make_tmp` created, deepest first (only if empty)."""
-    for d in reversed(created):
-        with suppress(Exception):
-            d.rmdir()
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(f".{dst.name}{Staging.SUFFIX}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.rename(tmp, dst)
+    finally:
+        with suppress(OSError):
+            tmp.unlink()

@@ -11,7 +11,7 @@ embed stages), `store` (LanceDB tables, resume, ANN index), `index` (`index_bags
 """
 
 from .discover import content_hash, find_bags
-from .errors import FleetError
+from .errors import FleetError, StorageError
 from .index import IndexSummary, RayOptions, index_bags
 from .search import Hit, search_index
 from .spec import EngineSpec, model_key
@@ -26,6 +26,7 @@ __all__ = [
     "IndexInfo",
     "IndexSummary",
     "RayOptions",
+    "StorageError",
     "content_hash",
     "find_bags",
     "index_bags",

@@ -17,6 +17,11 @@ class FleetError(Exception):
     """The index cannot be built, opened or searched; the message says why and what to do."""
 
 
+class StorageError(FleetError):
+    """The index's storage failed under a write (disk full, read-only or unwritable directory,
+    object store unreachable): not the command line's fault, so `index` exits 1 rather than 2."""
+
+
 def require(module: str) -> ModuleType:
     """Import an optional dependency, or FleetError naming the extra that provides it."""
     try:

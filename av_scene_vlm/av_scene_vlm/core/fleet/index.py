@@ -21,7 +21,7 @@ from ..bag.errors import BagError, reason
 from ..bag.prefetch import prefetch
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, check_max_pixels
 from .discover import content_hash, find_bags
-from .errors import FleetError
+from .errors import FleetError, StorageError
 from .frames import BagCounts, count_frames, decode_bag, embed_batch
 from .spec import EngineSpec
 from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo
@@ -122,7 +122,8 @@ def index_bags(
     build the ANN index once the index has `ann_min_rows` rows, True = now, False = never.
     `on_rows` is called after every commit (`commit_rows` rows). Frames of more than
     `max_frame_pixels` pixels are bad frames, refused before decoding. Raises FleetError (index
-    problems) and ModelLoadError; bag problems are reported in the summary's `failed`.
+    problems; StorageError when the index cannot be written: the run stops, the bag being indexed
+    leaves no rows searches see) and ModelLoadError; bag problems are reported in `failed`.
     """
     t0 = time.perf_counter()
     try:
@@ -277,12 +278,15 @@ def _run_local(
                         written += committed
                         if on_rows is not None:
                             on_rows(str(task.path), written)
+            written += store.flush()
         except BagError as exc:
             store.discard_bag(task.bag_hash)
             del done[task.bag_hash]
             fail(task, reason(exc), summary, bar)
             continue
-        written += store.flush()
+        except StorageError:
+            store.abandon_bag(task.bag_hash)
+            raise
         if on_rows is not None and written:
             on_rows(str(task.path), written)
         store.finish_bag(task.bag_hash, str(task.path), counts.frames, counts.bad, time.perf_counter() - t0)

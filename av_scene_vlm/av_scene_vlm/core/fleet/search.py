@@ -63,6 +63,7 @@ def search_index(
     """The `top_k` frames nearest to `vector` (cosine), best first, among rows matching `where`.
 
     `exact`: None = ANN when the index has one, True = always scan, False = require the ANN index.
+    Rows of a bag not completely indexed (a run in progress, or one that died) are never returned.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise FleetError(f"top_k must be a positive integer, got {top_k!r}")
@@ -75,6 +76,10 @@ def search_index(
     columns = [c for c in index.schema.names if c != "vector" and (thumbnails or c != "thumbnail")]
     query = index.frames.search(q, vector_column_name="vector").distance_type("cosine").limit(top_k)
     query = query.select([*columns, "_distance"])
+    incomplete = index.incomplete_hashes()
+    if incomplete:
+        skip = "bag_hash NOT IN (" + ", ".join(f"'{h}'" for h in incomplete) + ")"
+        where = f"({where}) AND {skip}" if where else skip
     if where:
         query = query.where(where, prefilter=True)
     if exact or not ann:

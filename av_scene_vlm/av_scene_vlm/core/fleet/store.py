@@ -6,7 +6,13 @@ Tables: `frames` (one row per indexed frame), `bags` (one row per completely ind
 Why `bags`: a bag's frames are committed in chunks while it streams, and only when the last chunk
 is in does its `bags` row mark it complete. A run that dies midway leaves rows of a bag without a
 `bags` row; the next run deletes those before indexing the bag again, so a resumed run never
-duplicates a frame, and a complete bag (same content hash) is skipped.
+duplicates a frame, and a complete bag (same content hash) is skipped. Searches skip such rows
+(`incomplete_hashes`) until then.
+
+Killed at any moment (SIGKILL, power cut): every LanceDB write is one atomic commit, so a table is
+at its last committed version; `meta` is written last when an index is created, and a table whose
+creation was cut short (a directory without a committed version, which LanceDB lists but cannot
+open) is taken as absent and created again — it holds nothing to lose.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import FleetError, require
+from .errors import FleetError, StorageError, require
 
 FRAMES, BAGS, META = "frames", "bags", "meta"
 SCHEMA_VERSION = 1
@@ -84,13 +91,8 @@ class FleetIndex:
         self.commit_rows = max(1, int(commit_rows))
         self.pa = require("pyarrow")
         self.schema = _schema(self.pa, info)
-        names = self._table_names()
-        self.frames = (
-            db.open_table(FRAMES) if FRAMES in names else db.create_table(FRAMES, schema=self.schema)
-        )
-        self.bags = (
-            db.open_table(BAGS) if BAGS in names else db.create_table(BAGS, schema=self._bags_schema())
-        )
+        self.frames = _open_or_create(db, FRAMES, self.schema)
+        self.bags = _open_or_create(db, BAGS, self._bags_schema())
         self._pending: list[Any] = []
         self._pending_rows = 0
 
@@ -100,11 +102,10 @@ class FleetIndex:
         lancedb = require("lancedb")
         try:
             return lancedb.connect(uri, storage_options=storage_options)
+        except OSError as exc:  # e.g. a read-only directory
+            raise StorageError(f"cannot open index '{uri}': {exc}") from None
         except Exception as exc:
             raise FleetError(f"cannot open index '{uri}': {exc}") from None
-
-    def _table_names(self) -> set[str]:
-        return _tables(self.db)
 
     @classmethod
     def open(cls, uri: str, *, storage_options: dict | None = None) -> FleetIndex:
@@ -123,13 +124,16 @@ class FleetIndex:
         it holds embeddings of another model or other tasks (they must never be mixed)."""
         check_task_names(list(info.tasks))
         db = cls._connect(str(uri), storage_options)
-        existing = _read_info(db)
-        if existing is None:
-            info.created = info.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            db.create_table(META, data=[{"info": json.dumps(asdict(info))}], mode="overwrite")
-            return cls(str(uri), db, info, commit_rows=commit_rows)
+        with _storage(uri, "create"):
+            existing = _read_info(db)
+            if existing is None:  # new: the tables first, `meta` last, so a cut-short creation is redone
+                info.created = info.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                index = cls(str(uri), db, info, commit_rows=commit_rows)
+                db.create_table(META, data=[{"info": json.dumps(asdict(info))}], mode="overwrite")
+                return index
         check_compatible(str(uri), existing, info)
-        return cls(str(uri), db, existing, commit_rows=commit_rows)
+        with _storage(uri, "open"):
+            return cls(str(uri), db, existing, commit_rows=commit_rows)
 
     def _bags_schema(self) -> Any:
         pa = self.pa
@@ -155,7 +159,8 @@ class FleetIndex:
         where = f"bag_hash = '{_hex(bag_hash)}'"
         n = self.frames.count_rows(where)
         if n:
-            self.frames.delete(where)
+            with _storage(self.uri, "write"):
+                self.frames.delete(where)
         return n
 
     def finish_bag(self, bag_hash: str, bag: str, frames: int, bad_frames: int, seconds: float) -> None:
@@ -169,7 +174,27 @@ class FleetIndex:
             "seconds": float(seconds),
             "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        self.bags.add(self.pa.Table.from_pylist([row], schema=self._bags_schema()))
+        with _storage(self.uri, "write"):
+            self.bags.add(self.pa.Table.from_pylist([row], schema=self._bags_schema()))
+
+    def incomplete_hashes(self) -> list[str]:
+        """Content hashes of bags that have rows but no `bags` row: being indexed by a run now, or
+        left by one that died (the next run deletes them). Cheap when there are none: the row count
+        then equals the frames the complete bags recorded, and nothing is scanned."""
+        bags = self.bags.to_arrow()
+        if self.count() == sum(bags.column("frames").to_pylist()):
+            return []
+        done = set(bags.column("bag_hash").to_pylist())
+        hashes = self.frames.search().select(["bag_hash"]).limit(None).to_arrow().column("bag_hash")
+        return sorted(_hex(h) for h in set(hashes.to_pylist()) - done)
+
+    def abandon_bag(self, bag_hash: str) -> None:
+        """After a storage failure: drop the buffered rows unwritten and try to delete the bag's
+        committed ones (a full disk may refuse that too; searches skip them either way, and the next
+        run deletes them)."""
+        self._pending, self._pending_rows = [], 0
+        with suppress(FleetError):
+            self.begin_bag(bag_hash)
 
     def discard_bag(self, bag_hash: str) -> None:
         """Drop every row of a bag that failed midway (buffered and committed)."""
@@ -190,7 +215,8 @@ class FleetIndex:
             return 0
         table = self.pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
-        self.frames.add(table)
+        with _storage(self.uri, "write"):
+            self.frames.add(table)
         return table.num_rows
 
     def to_arrow(self, columns: dict[str, Any]) -> Any:
@@ -235,12 +261,14 @@ class FleetIndex:
         subs = num_sub_vectors or _sub_vectors(self.info.dim)
         index = require("lancedb.index")
         config = index.IvfPq(distance_type="cosine", num_partitions=parts, num_sub_vectors=subs)
-        self.frames.create_index("vector", config=config, replace=True)
+        with _storage(self.uri, "index"):
+            self.frames.create_index("vector", config=config, replace=True)
 
     def optimize(self) -> None:
         """Compact the small files of many appends and add new rows to an existing ANN index."""
-        self.frames.optimize()
-        self.bags.optimize()
+        with _storage(self.uri, "compact"):
+            self.frames.optimize()
+            self.bags.optimize()
 
     def maybe_build_ann_index(self, force: bool | None, threshold: int = ANN_MIN_ROWS) -> bool:
         """Build the ANN index when forced, or (force None) when the index reaches `threshold` rows
@@ -261,8 +289,43 @@ def _sub_vectors(dim: int) -> int:
     return 1
 
 
+@contextmanager
+def _storage(uri: str, what: str) -> Iterator[None]:
+    """LanceDB storage failures of the block (disk full, read-only, I/O) as one-line StorageError."""
+    try:
+        yield
+    except FleetError:
+        raise
+    except Exception as exc:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        text = re.sub(r", /\S+\.rs:\d+:\d+$", "", text)  # the Rust source location of a lance error
+        raise StorageError(f"cannot {what} index '{uri}': {text[:300]}") from None
+
+
 def _tables(db: Any) -> set[str]:
     return set(db.list_tables().tables)
+
+
+def _open(db: Any, name: str) -> Any | None:
+    """The table `name`, or None when it does not exist — also when a run was killed while creating
+    it: its directory is there but no version was ever committed, and LanceDB lists it yet cannot
+    open it ("Table 'x' was not found"). Any other failure to open it is raised."""
+    if name not in _tables(db):
+        return None
+    try:
+        return db.open_table(name)
+    except ValueError as exc:  # LanceDB's TableNotFound
+        if "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def _open_or_create(db: Any, name: str, schema: Any) -> Any:
+    """The table `name`; created (over a cut-short creation's leftovers) when it does not exist."""
+    table = _open(db, name)
+    if table is None:
+        table = db.create_table(name, schema=schema, mode="overwrite")
+    return table
 
 
 def _hex(value: str) -> str:
@@ -272,9 +335,10 @@ def _hex(value: str) -> str:
 
 
 def _read_info(db: Any) -> IndexInfo | None:
-    if META not in _tables(db):
+    table = _open(db, META)
+    if table is None:
         return None
-    rows = db.open_table(META).to_arrow().column("info").to_pylist()
+    rows = table.to_arrow().column("info").to_pylist()
     if not rows:
         return None
     data = json.loads(rows[0])
