@@ -29,9 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "av_scene_vlm"))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", "87")
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "av_scene_vlm" / "config" / "fastdds_local_large_frames.xml")
-)
+# Whole raw frames in shared memory (the default 512 KiB segment fragments them over UDP), on Fast DDS
+# 2.x and 3.x alike (they read different variables).
+from av_scene_vlm.core.dds_profile import use_large_frames_profile  # noqa: E402
+
+use_large_frames_profile()
 
 
 def run_case(model: str, cameras: int, seconds: float, rate: float, device: str, backend: str) -> dict:

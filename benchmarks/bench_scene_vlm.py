@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PKG_DIR = ROOT / "av_scene_vlm"
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# Whole 900 KiB frames in shared memory (the default 512 KiB segment fragments them over UDP).
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE", str(PKG_DIR / "config" / "fastdds_local_large_frames.xml")
-)
+# Whole raw frames in shared memory (the default 512 KiB segment fragments them over UDP), on Fast DDS
+# 2.x and 3.x alike (they read different variables).
+from av_scene_vlm.core.dds_profile import use_large_frames_profile  # noqa: E402
+
+use_large_frames_profile()
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402

@@ -17,15 +17,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from av_scene_vlm.core.dds_profile import use_large_frames_profile
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PKG_DIR = Path(__file__).resolve().parents[1]
-# Whole raw frames in shared memory (the default 512 KiB segment loses best-effort 640x480 frames).
-os.environ.setdefault(
-    "FASTDDS_DEFAULT_PROFILES_FILE", str(PKG_DIR / "config" / "fastdds_local_large_frames.xml")
-)
+# Whole raw frames in shared memory (the default 512 KiB segment loses best-effort 640x480 frames),
+# on Fast DDS 2.x (Humble, Jazzy) and 3.x (Kilted) alike; the node process inherits it.
+use_large_frames_profile()
 CAMERAS = {"front": "/demo/front/image_raw", "rear": "/demo/rear/image_raw/compressed"}
 
 
@@ -175,7 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 30
         while not last_results_in() and time.monotonic() < deadline and node_proc.poll() is None:
             time.sleep(0.1)
-        time.sleep(0.5)
+        # Then /diagnostics published after that, so its counters include every frame that arrived.
+        seen = node.get_clock().now().nanoseconds
+
+        def diagnostics_after() -> bool:
+            with lock:
+                stamps = [
+                    m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in received["/diagnostics"]
+                ]
+            return any(s > seen for s in stamps)
+
+        deadline = time.monotonic() + 10
+        while not diagnostics_after() and time.monotonic() < deadline and node_proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a moment for the other topics
         code = summarise(received, lock, out, real, args.frames, cv2, np)
     finally:
         node_proc.terminate()
@@ -228,6 +242,11 @@ def summarise(received, lock, out: Path, real: bool, n_frames: int, cv2, np) -> 
                 if k in vals
             ]
             print(f"  {status.name}: " + ", ".join(f"{k}={vals[k]}" for k in keys))
+        front_status = [s for s in diags[-1].status if s.hardware_id == CAMERAS["front"]]
+        if front_status:
+            got_raw = int({kv.key: kv.value for kv in front_status[0].values}["received"])
+            remedy = "" if got_raw >= n_frames else " (lost ones: see README, 'Raw frames between processes')"
+            print(f"\n[demo] raw front frames received by the node: {got_raw} of {n_frames}{remedy}")
     heat = got["/demo/front/scene/heatmap"]
     if heat:
         msg = heat[len(heat) // 2]

@@ -5,7 +5,8 @@
 
 Runs `ros2 bag play <bag> --clock` beside scene_vlm.launch.py with use_sim_time:=true, so node clocks
 follow the bag's /clock; results carry the recorded image stamps either way. Every other
-scene_vlm.launch.py argument (image_topics, params_file, model, rviz, ...) passes straight through.
+scene_vlm.launch.py argument (image_topics, params_file, model, rviz, ...) passes straight through;
+`large_frames:=true` also gives `ros2 bag play`, the sender of the raw frames, the large-frame profile.
 
 QoS: `ros2 bag play` republishes each topic with the QoS it was recorded with, which is usually
 RELIABLE. clip_node subscribes BEST_EFFORT (input_reliability in config/scene_vlm.yaml), which matches
@@ -29,6 +30,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "av_scene_vlm"
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
 
 
 def _play(context: LaunchContext) -> list[Action]:
@@ -44,7 +46,15 @@ def _play(context: LaunchContext) -> list[Action]:
     cmd = ["ros2", "bag", "play", LaunchConfiguration("bag").perform(context), "--clock", "--rate", str(rate)]
     if loop:
         cmd.append("--loop")
-    play = ExecuteProcess(cmd=cmd, name="bag_play", output="screen")
+    env = {}
+    large = LaunchConfiguration("large_frames").perform(context).strip().lower()
+    if large not in ("true", "false", "1", "0"):
+        raise ValueError(f"launch argument large_frames:={large!r} is not a boolean (use true or false)")
+    if large in ("true", "1"):
+        share = FindPackageShare(PACKAGE).perform(context)
+        profile = PathJoinSubstitution([share, "config", "fastdds_local_large_frames.xml"]).perform(context)
+        env = dict.fromkeys(PROFILE_VARIABLES, profile)
+    play = ExecuteProcess(cmd=cmd, name="bag_play", output="screen", additional_env=env)
     # Frames played while a model still loads are dropped (newest-frame slots), so wait if asked.
     return [TimerAction(period=delay, actions=[play])] if delay > 0 else [play]
 
@@ -60,6 +70,11 @@ def generate_launch_description() -> LaunchDescription:
                 "delay",
                 default_value="0.0",
                 description="Seconds to wait before playing, so the models have loaded.",
+            ),
+            DeclareLaunchArgument(
+                "large_frames",
+                default_value="false",
+                description="The bundled Fast DDS profile for raw frames for the nodes and `ros2 bag play`.",
             ),
             IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "scene_vlm.launch.py"])),

@@ -7,6 +7,8 @@
 Every node loads `params_file` first; launch arguments left empty keep the file's values, so a vehicle's
 params file stays the single source of truth and the command line only overrides what it names.
 `use_sim_time` goes to every node (RViz too), so bag replay with `--clock` lines up everywhere.
+`large_frames:=true` gives every process it starts the bundled Fast DDS profile for raw frames on
+this computer, in both variables (Fast DDS 2.x reads FASTRTPS_..., 3.x FASTDDS_DEFAULT_PROFILES_FILE).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "av_scene_vlm"
+# Fast DDS 3.x (Kilted) and 2.x (Humble, Jazzy) read the default profile from different variables.
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -55,6 +59,15 @@ def _as_topics(text: str) -> list[str]:
     return value
 
 
+def large_frames_env(context: LaunchContext) -> dict[str, str]:
+    """The environment a process needs for the large-frame profile when `large_frames` is true."""
+    if not _as_bool("large_frames", LaunchConfiguration("large_frames").perform(context)):
+        return {}
+    share = FindPackageShare(PACKAGE).perform(context)
+    profile = PathJoinSubstitution([share, "config", "fastdds_local_large_frames.xml"]).perform(context)
+    return dict.fromkeys(PROFILE_VARIABLES, profile)
+
+
 def _nodes(context: LaunchContext) -> list[Action]:
     """Build the nodes once the arguments are known (optional overrides need real values)."""
     params_file = LaunchConfiguration("params_file").perform(context)
@@ -65,6 +78,7 @@ def _nodes(context: LaunchContext) -> list[Action]:
     topics = _as_topics(LaunchConfiguration("image_topics").perform(context))
     model = LaunchConfiguration("model").perform(context).strip()
     caption_model = LaunchConfiguration("caption_model").perform(context).strip()
+    env = large_frames_env(context)
 
     # Overrides come after params_file in `parameters`, so they win; empty arguments add nothing.
     common: dict[str, object] = {"use_sim_time": use_sim_time}
@@ -87,6 +101,7 @@ def _nodes(context: LaunchContext) -> list[Action]:
             parameters=[params_file, clip_params],
             output="screen",
             emulate_tty=True,
+            additional_env=env,
         )
     ]
     if enable_caption:
@@ -99,6 +114,7 @@ def _nodes(context: LaunchContext) -> list[Action]:
                 parameters=[params_file, caption_params],
                 output="screen",
                 emulate_tty=True,
+                additional_env=env,
             )
         )
     if rviz:
@@ -110,6 +126,7 @@ def _nodes(context: LaunchContext) -> list[Action]:
                 arguments=["-d", LaunchConfiguration("rviz_config").perform(context)],
                 parameters=[{"use_sim_time": use_sim_time}],
                 output="screen",
+                additional_env=env,
             )
         )
     return actions
@@ -162,6 +179,12 @@ def generate_launch_description() -> LaunchDescription:
                 "caption_model",
                 default_value="",
                 description="Captioner model for caption_node; empty = params_file's caption_model.",
+            ),
+            DeclareLaunchArgument(
+                "large_frames",
+                default_value="false",
+                description="Give every process started here the bundled Fast DDS profile for raw frames "
+                "between processes on this computer (Fast DDS 2.x and 3.x).",
             ),
             OpaqueFunction(function=_nodes),
         ]

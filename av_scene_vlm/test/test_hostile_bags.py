@@ -15,7 +15,7 @@ from av_scene_vlm.core import bag as B
 from av_scene_vlm.core.fleet import EngineSpec, FleetIndex, index_bags
 from av_scene_vlm.core.tasks import parse_tasks
 from fleet_bags import write_bag
-from hostile_frames import Hostile, hostile_compressed, hostile_raw, proc_status_kib, reset_peak_rss
+from hostile_frames import Hostile, hostile_compressed, hostile_raw, proc_status_kib, refused, reset_peak_rss
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 FRONT, REAR = "/front/image_raw", "/rear/image_raw/compressed"
@@ -26,7 +26,7 @@ TASKS = parse_tasks({"road_user": ["car", "pedestrian"], "time_of_day": ["day", 
 
 def write_hostile_bag(path: Path, storage: str = "sqlite3") -> tuple[int, int]:
     """VALID frames per camera with every hostile frame of the camera's type in between; returns
-    (valid frames, hostile frames)."""
+    (frames the codec accepts, frames it refuses)."""
     store = B.bag_typestore()
     t = store.types
     rng = np.random.default_rng(5)
@@ -64,9 +64,10 @@ def write_hostile_bag(path: Path, storage: str = "sqlite3") -> tuple[int, int]:
                 frames = [None, *hostile[topic]] if i < VALID - 1 else [None]
                 for k, h in enumerate(frames):
                     ns += 10_000_000
-                    msg = image(h, f"{cam}_{i}" if h is None else f"hostile_{k}")
+                    msg = image(h, f"{cam}_{i}" if h is None else f"hostile_{k}_{i}")
                     w.write(conn, ns, store.serialize_cdr(msg, conn.msgtype))
-    return 2 * VALID, (VALID - 1) * sum(len(v) for v in hostile.values())
+    bad = (VALID - 1) * sum(refused(h) for v in hostile.values() for h in v)
+    return 2 * VALID + (VALID - 1) * sum(len(v) for v in hostile.values()) - bad, bad
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +92,12 @@ def test_bag_and_index_reject_hostile_frames_in_bounded_memory(tmp_path, tiny_cl
     print(f"\nbag + index of {valid} valid and {bad} hostile frames: peak RSS +{growth_mb:.1f} MB ({exact=})")
     assert growth_mb <= 200
     assert (s.frames, s.bad_frames) == (valid, bad)
-    kinds = {FRONT: len(hostile_raw()), REAR: len(hostile_compressed())}
-    assert s.bad_by_topic == {t: (VALID - 1) * n for t, n in kinds.items()}
+    kinds = {FRONT: sum(map(refused, hostile_raw())), REAR: sum(map(refused, hostile_compressed()))}
+    assert s.bad_by_topic == {t: (VALID - 1) * n for t, n in kinds.items() if n}
     rows = list(csv.DictReader((tmp_path / "out.csv").open()))
-    assert sorted(r["frame_id"] for r in rows) == sorted(
-        f"{c}_{i}" for c in ("front", "rear") for i in range(VALID)
-    )
+    valid_ids = sorted(f"{c}_{i}" for c in ("front", "rear") for i in range(VALID))
+    assert sorted(r["frame_id"] for r in rows if not r["frame_id"].startswith("hostile")) == valid_ids
+    assert len(rows) == valid  # and any hostile frame the codec accepts (none today) classified
     assert (ix.frames, ix.bad_frames, ix.rows) == (valid, bad, valid) and not ix.failed
     ids = FleetIndex.open(str(tmp_path / "db")).frames.to_arrow().column("frame_id").to_pylist()
     assert sorted(ids) == sorted(r["frame_id"] for r in rows)
@@ -106,7 +107,8 @@ def test_max_frame_pixels_option(tmp_path, tiny_clip, hostile_bag, capsys) -> No
     """40 x 64 = 2,560 pixels: --max-frame-pixels 2560 keeps the valid frames, 2559 refuses them too."""
     bag, valid, bad = hostile_bag
     common = ["--labels", "car", "truck", "--model", str(tiny_clip), "--backend", "torch", "--no-progress"]
-    for limit, frames, bad_frames in ((2560, valid, bad), (2559, 0, valid + bad)):
+    total = valid + bad  # every hostile frame claims more than 2,560 pixels
+    for limit, frames, bad_frames in ((2560, 2 * VALID, total - 2 * VALID), (2559, 0, total)):
         out = tmp_path / f"out{limit}"
         assert main(["bag", str(bag), str(out), *common, "--max-frame-pixels", str(limit)]) == 0
         assert f"frames: {frames} " in capsys.readouterr().out.replace(

@@ -31,6 +31,7 @@ class Walk:
     includes: list[str] = field(default_factory=list)  # launch files included
     nodes: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # executable, configurations
     processes: list[tuple[float, list[str]]] = field(default_factory=list)  # (delay s, command line)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)  # executable -> its additional_env
 
 
 def walk(arguments: dict[str, str]) -> Walk:
@@ -43,12 +44,19 @@ def walk(arguments: dict[str, str]) -> Walk:
     context = LaunchContext()
     found = Walk()
 
+    def env_of(entity: ExecuteProcess) -> dict[str, str]:
+        pairs = entity.additional_env or []
+        return {perform_substitutions(context, k): perform_substitutions(context, v) for k, v in pairs}
+
     def visit(entity, delay: float = 0.0) -> None:
         if isinstance(entity, Node):  # launch_ros Node: record what it would start, with the configuration
             found.nodes.append((entity.node_executable, dict(context.launch_configurations)))
+            found.env[entity.node_executable] = env_of(entity)
             return
         if isinstance(entity, ExecuteProcess):  # never executed here
-            found.processes.append((delay, [perform_substitutions(context, part) for part in entity.cmd]))
+            cmd = [perform_substitutions(context, part) for part in entity.cmd]
+            found.processes.append((delay, cmd))
+            found.env[" ".join(cmd[:3])] = env_of(entity)
             return
         if isinstance(entity, TimerAction):
             period = entity.period
@@ -93,6 +101,23 @@ def test_defaults_play_once_at_once_at_normal_speed() -> None:
     assert found.processes == [
         (0.0, ["ros2", "bag", "play", "/data/drive_0001.mcap", "--clock", "--rate", "1.0"])
     ]
+
+
+def test_large_frames_profile_for_fast_dds_2_and_3() -> None:
+    """large_frames:=true: the nodes and `ros2 bag play` (the sender of the raw frames) get the bundled
+    profile in both Fast DDS variables; by default none of them gets either."""
+    from pathlib import Path
+
+    found = walk({"bag": "/data/b", "large_frames": "true"})
+    assert sorted(found.env) == ["caption_node", "clip_node", "ros2 bag play"]
+    for env in found.env.values():
+        assert sorted(env) == ["FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"]
+        profile = Path(env["FASTDDS_DEFAULT_PROFILES_FILE"])
+        assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == str(profile) and profile.is_file()
+        assert profile.name == "fastdds_local_large_frames.xml"
+    assert not any(walk({"bag": "/data/b"}).env.values())
+    with pytest.raises(ValueError, match="large_frames"):
+        walk({"bag": "/data/b", "large_frames": "maybe"})
 
 
 @pytest.mark.parametrize(
