@@ -121,11 +121,15 @@ def _child(argv: list[str], conn: Any, log: str, file_size: int | None, read_onl
         with lock:
             conn.send(event)
 
+    from av_scene_vlm.core.engine import ZeroShotEngine
+
+    for method in ("classify", "submit"):  # the engine's entry points, whichever the tool calls
+        if hasattr(ZeroShotEngine, method):
+            _wrap(ZeroShotEngine, method, "embed", send)
     if argv[0] == "index":
-        from av_scene_vlm.core.fleet import frames, index, store
+        from av_scene_vlm.core.fleet import frames, store
 
         _wrap(frames, "thumbnail", "decode", send)  # once per decoded frame
-        _wrap(index, "embed_batch", "embed", send)
         for method in ("flush", "finish_bag", "begin_bag", "optimize"):
             _wrap(store.FleetIndex, method, f"write:{method}", send)
         _wrap(store.FleetIndex, "_connect", "write:create", send)  # then the tables are made
@@ -133,9 +137,7 @@ def _child(argv: list[str], conn: Any, log: str, file_size: int | None, read_onl
         from av_scene_vlm.core.bag import process, writing
 
         _wrap(process, "decode", "decode", send)
-        _wrap(process, "_classify", "embed", send)
         _wrap(writing.ResultWriter, "write", "write", send)
-        _wrap(process, "_publish", "write:publish", send)
     if read_only:
         mount_read_only(read_only)
     if file_size is not None:

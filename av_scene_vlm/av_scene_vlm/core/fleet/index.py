@@ -147,39 +147,14 @@ def index_bags(
     tasks = [BagTask(p) for p in bags]
     totals = {t.path: _expected(t.path, topics) for t in tasks}
     bar = _progress_bar(sum(totals.values()), progress)
+    job = (summary, totals, bar, topics, caption_every, batch_size, on_rows, max_frame_pixels)
     with bar:
         if ray is None:
-            _run_local(
-                tasks,
-                store,
-                engine,
-                captioner,
-                summary,
-                totals,
-                bar,
-                topics,
-                caption_every,
-                batch_size,
-                on_rows,
-                max_frame_pixels,
-            )
+            _run_local(tasks, store, engine, captioner, *job)
         else:
             from .ray_index import run_ray
 
-            run_ray(
-                tasks,
-                store,
-                spec,
-                ray,
-                summary,
-                totals,
-                bar,
-                topics,
-                caption_every,
-                batch_size,
-                on_rows,
-                max_frame_pixels,
-            )
+            run_ray(tasks, store, spec, ray, *job)
     if summary.frames:
         store.optimize()
     summary.ann_built = store.maybe_build_ann_index(build_index, ann_min_rows) if store.count() else False
