@@ -336,7 +336,9 @@ class _HostReads(torch.overrides.TorchFunctionMode):
     they are free, so this is how the suite proves the batch path reads the device once. The host
     staging buffer that core/staging.py fills through numpy is host memory, not a read."""
 
-    READS = frozenset({"cpu", "item", "numpy", "tolist", "__bool__", "__float__", "__int__", "nonzero", "synchronize"})
+    READS = frozenset(
+        {"cpu", "item", "numpy", "tolist", "__bool__", "__float__", "__int__", "nonzero", "synchronize"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
