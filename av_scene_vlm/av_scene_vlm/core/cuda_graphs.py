@@ -24,10 +24,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .backend_options import check_cuda_graphs as check_mode  # noqa: F401  (the option's one checker)
+
 log = logging.getLogger("av_scene_vlm.cuda_graphs")
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-MODES = ("auto", "on", "off")
 PARITY_TOLERANCE = 1e-3
 
 Replay = Callable[[], torch.Tensor]
@@ -38,15 +39,6 @@ class Capture(Protocol):
     whatever the static inputs hold at replay time, and returns it."""
 
     def __call__(self, fn: Callable[..., torch.Tensor], static_inputs: Sequence[torch.Tensor]) -> Replay: ...
-
-
-def check_mode(mode: str) -> str:
-    """'auto', 'on' or 'off' (also true/false/yes/no/1/0); ValueError otherwise."""
-    key = str(mode).strip().lower()
-    key = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(key, key)
-    if key not in MODES:
-        raise ValueError(f"cuda_graphs must be auto, on or off, got {mode!r}")
-    return key
 
 
 def bucket_for(n: int) -> int:

@@ -68,7 +68,7 @@ class ZeroShotEngine:
         `cuda_graphs`: 'auto' (on for the torch tower on CUDA), 'on' or 'off'. `graph_capture`
         replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture runs the graph machinery
         on a CPU, which is how it is tested there)."""
-        check_options(backend, onnx_providers, onnx_threads)  # a typo fails before the model loads
+        check_options(backend, onnx_providers, onnx_threads, cuda_graphs)  # fails before the model loads
         graphs_mode = check_mode(cuda_graphs)
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
         self.model = self.clip.model
