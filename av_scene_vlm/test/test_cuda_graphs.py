@@ -150,7 +150,9 @@ def test_engine_graph_path_equals_eager(engines, rng) -> None:
 
 def test_engine_splits_batches_beyond_the_largest_bucket(engines, rng) -> None:
     eager, graphed, _ = engines
-    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(70)]  # 64 + 6 (bucket 8)
+    """130 frames: the bucket-64 graph replays twice in one batch (its static output must be copied out
+    before the second replay) and a bucket-2 graph takes the rest."""
+    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(130)]
     _assert_same(graphed.classify(frames), eager.classify(frames))
 
 

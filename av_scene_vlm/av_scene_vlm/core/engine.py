@@ -297,36 +297,40 @@ class ZeroShotEngine:
             patches = self._patches if any(want) else 0
             layout = make_layout(tasks, self._dim, patches, heatmap_task, heatmap_label)
             labels = self._label_embeddings(config)
-            packed = self._score(frames, labels, layout) if frames else None
+            packed, order = self._score(frames, labels, layout) if frames else (None, [])
             host = download(packed) if packed is not None else None
         shapes = [f.shape[:2] for f in frames]
-        return PendingBatch(shapes, want, tasks, layout, host, t0, self.logit_scale, self.preprocess)
+        return PendingBatch(shapes, want, tasks, layout, host, t0, self.logit_scale, self.preprocess, order)
 
-    def _score(self, frames: list[np.ndarray], labels: torch.Tensor, layout: ScoreLayout) -> torch.Tensor:
-        """Packed scores of every frame, in frame order, on the device (enqueued, not waited for)."""
+    def _score(
+        self, frames: list[np.ndarray], labels: torch.Tensor, layout: ScoreLayout
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Packed scores of every frame on the device (enqueued, not waited for), and the frame index
+        of each row: rows come grouped by frame size and are put back in frame order on the host."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(frames):
             groups.setdefault(frame.shape[:2], []).append(i)
-        parts: list[tuple[list[int], torch.Tensor]] = []
+        work = [
+            (self.preprocess.plan(h, w), idx[start:end])
+            for (h, w), idx in groups.items()
+            for start, end in split_batch(len(idx), BUCKETS[-1])
+        ]
         cuda = self.device.type == "cuda"
-        for (h, w), idx in groups.items():
-            plan = self.preprocess.plan(h, w)
-            for start, end in split_batch(len(idx), BUCKETS[-1]):
-                chunk = idx[start:end]
-                if len(chunk) == 1 and not cuda:  # a single frame on a CPU: its window in place
-                    t, b, left, r = plan.window
-                    host = torch.from_numpy(np.ascontiguousarray(frames[chunk[0]][t:b, left:r]))[None]
-                else:
-                    host = copy_windows([frames[i] for i in chunk], plan.window, pin=cuda)
-                windows, uploaded = self._uploader.upload(host)
-                self._uploader.wait(uploaded)
-                parts.append((chunk, self._run(windows, labels, plan, layout)))
-        if len(parts) == 1 and parts[0][0] == list(range(len(frames))):
-            return parts[0][1]
-        packed = torch.empty((len(frames), layout.width), dtype=torch.float32, device=self.device)
-        for chunk, out in parts:
-            packed[torch.tensor(chunk, device=self.device)] = out
-        return packed
+        parts: list[torch.Tensor] = []
+        for plan, chunk in work:
+            if len(chunk) == 1 and not cuda:  # a single frame on a CPU: its window in place
+                t, b, left, r = plan.window
+                host = torch.from_numpy(np.ascontiguousarray(frames[chunk[0]][t:b, left:r]))[None]
+            else:
+                host = copy_windows([frames[i] for i in chunk], plan.window, pin=cuda)
+            windows, uploaded = self._uploader.upload(host)
+            self._uploader.wait(uploaded)
+            out = self._run(windows, labels, plan, layout)
+            # A graph's output is its static buffer, which the next replay (of it or of another graph
+            # sharing its memory pool) overwrites: with more parts to come it is copied out at once.
+            parts.append(out if len(work) == 1 else out.clone())
+        order = [i for _, chunk in work for i in chunk]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)), order
 
     def _run(self, windows: torch.Tensor, labels: torch.Tensor, plan: FramePlan, layout: ScoreLayout):
         """One same-size chunk through its CUDA graph, or eagerly."""

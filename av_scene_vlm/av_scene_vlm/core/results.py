@@ -91,7 +91,7 @@ def upsample_heatmap(grid: np.ndarray, preprocess: Preprocessor, height: int, wi
 
 class PendingBatch:
     """A submitted batch; `result()` waits for its one download (the first time) and builds the
-    FrameResults. Holds the frames' shapes, not the frames."""
+    FrameResults in frame order. Holds the frames' shapes, not the frames."""
 
     def __init__(
         self,
@@ -103,6 +103,7 @@ class PendingBatch:
         started: float,
         logit_scale: float,
         preprocess: Preprocessor,
+        order: list[int] | None = None,
     ) -> None:
         self._shapes = shapes
         self._want = want_heatmap
@@ -112,6 +113,7 @@ class PendingBatch:
         self._started = started
         self._logit_scale = logit_scale
         self._preprocess = preprocess
+        self._order = order  # the frame index of each downloaded row (rows come grouped by size)
         self._results: list[FrameResult] | None = None
 
     def done(self) -> bool:
@@ -135,6 +137,11 @@ class PendingBatch:
             event.synchronize()  # the batch's one host sync
         layout = self._layout
         rows = unpack_scores(host.numpy().copy(), layout, self._logit_scale)
+        if self._order is not None and self._order != list(range(len(rows))):
+            by_frame = [rows[0]] * len(rows)
+            for row, i in zip(rows, self._order, strict=True):
+                by_frame[i] = row
+            rows = by_frame
         latency = time.perf_counter() - self._started
         results = []
         for (h, w), want, row in zip(self._shapes, self._want, rows, strict=True):
