@@ -21,7 +21,7 @@ from ..bag.errors import BagError, reason
 from ..bag.prefetch import prefetch
 from .discover import content_hash, find_bags
 from .errors import FleetError
-from .frames import BagCounts, count_frames, decode_bag, embed_batch
+from .frames import BagCounts, count_frames, decode_bag, embed_batches
 from .spec import EngineSpec
 from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo
 
@@ -247,9 +247,9 @@ def _run_local(
         )
         try:
             with closing(prefetch(batches, depth=2)) as stream:
-                for batch in stream:
-                    committed = store.add(embed_batch(engine, captioner, batch))
-                    bar.update(len(batch["rgb"]))
+                for columns in embed_batches(engine, captioner, stream):
+                    committed = store.add(columns)
+                    bar.update(len(columns["vector"]))
                     if committed:
                         written += committed
                         if on_rows is not None:
