@@ -66,3 +66,11 @@ def test_uploader_off_cuda_returns_the_host_tensor() -> None:
     dev, event = up.upload(host)
     assert dev is host and event is None
     up.wait(event)  # nothing to wait for
+
+
+def test_window_into_frame_sized_buffer(rng) -> None:
+    """On a CPU the window goes straight to its place in a frame-sized buffer (one copy, no second)."""
+    frames = [rng.integers(0, 256, (90, 160, 3), dtype=np.uint8) for _ in range(2)]
+    out = copy_windows(frames, (0, 90, 40, 120), frame_shape=(90, 160))
+    assert out.shape == (2, 90, 160, 3)
+    np.testing.assert_array_equal(out[:, :, 40:120].numpy(), np.stack(frames)[:, :, 40:120])

@@ -31,7 +31,7 @@ from .models import DEFAULT_CLIP_MODEL, LoadedClip, load_clip
 from .preprocess import FramePlan, Preprocessor, PreprocessSpec, check_frame
 from .results import FrameResult, PendingBatch, TaskResult, download
 from .scoring import ScoreLayout, make_layout, max_probability_error, pack_scores
-from .staging import Uploader, copy_windows
+from .staging import Uploader
 from .tasks import DEFAULT_TEMPLATES, Task, TaskError, check_unique, expand_prompts, validate_templates
 
 __all__ = ["FrameResult", "PendingBatch", "TaskResult", "ZeroShotEngine"]  # results re-exported
@@ -318,11 +318,7 @@ class ZeroShotEngine:
         cuda = self.device.type == "cuda"
         parts: list[torch.Tensor] = []
         for plan, chunk in work:
-            if len(chunk) == 1 and not cuda:  # a single frame on a CPU: its window in place
-                t, b, left, r = plan.window
-                host = torch.from_numpy(np.ascontiguousarray(frames[chunk[0]][t:b, left:r]))[None]
-            else:
-                host = copy_windows([frames[i] for i in chunk], plan.window, pin=cuda)
+            host = self.preprocess.host_batch([frames[i] for i in chunk], plan, pin=cuda)
             windows, uploaded = self._uploader.upload(host)
             self._uploader.wait(uploaded)
             out = self._run(windows, labels, plan, layout)

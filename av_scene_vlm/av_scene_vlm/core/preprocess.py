@@ -182,13 +182,14 @@ class Preprocessor:
         return pixels.to(self.dtype)
 
     def crops(self, windows: torch.Tensor, plan: FramePlan) -> torch.Tensor:
-        """N×wh×ww×3 uint8 windows of `plan` (on the device) -> N×3×h×w uint8 crops.
+        """N×wh×ww×3 uint8 windows of `plan` (on the device), or N×H×W×3 frames holding them -> N×3×h×w
+        uint8 crops.
 
-        Exact plans place the windows in a frame-sized buffer first, so the resize sees the source
+        Exact plans place windows in a frame-sized buffer first, so the resize sees the source
         geometry; the buffer's other pixels are left as they are (never read for the crop).
         """
-        if plan.bounded or plan.window == (0, plan.height, 0, plan.width):
-            frame = windows
+        if plan.bounded or tuple(windows.shape[1:3]) == (plan.height, plan.width):
+            frame = windows  # a bounded plan's window, or whole frames (the CPU path, see host_batch)
         else:
             t, b, left, r = plan.window
             frame = torch.empty(
@@ -198,20 +199,29 @@ class Preprocessor:
         batch = frame.permute(0, 3, 1, 2)  # N×3×H×W view (channels-last memory, what the uint8 kernel likes)
         return self._resize_crop(batch, plan)
 
-    def _window_batch(self, frames: Sequence[np.ndarray], plan: FramePlan) -> torch.Tensor:
-        """Same-size frames -> their windows as one N×wh×ww×3 uint8 tensor on the device.
+    def host_batch(self, frames: Sequence[np.ndarray], plan: FramePlan, *, pin: bool = False) -> torch.Tensor:
+        """Same-size frames as one uint8 host tensor holding what `crops` needs, copied once.
 
-        A single frame on a CPU is used in place (no copy). Otherwise the windows are copied once into
-        one host buffer (see core/staging.py for the pinned, parallel and overlapped version the
-        engine uses on CUDA).
+        For a GPU (`pin`): the windows alone, in pinned memory (the upload carries only them). On a
+        CPU, where nothing is uploaded: exact plans get frame-sized buffers with only the window
+        copied in (no second copy into place), a single frame is used as it is (no copy at all).
         """
-        t, b, left, r = plan.window
-        if len(frames) == 1 and self.device.type != "cuda":
-            return torch.from_numpy(np.ascontiguousarray(frames[0][t:b, left:r]))[None]
         from .staging import copy_windows
 
-        host = copy_windows(frames, plan.window, pin=self.device.type == "cuda")
-        return host.to(self.device, non_blocking=True)
+        if pin or plan.bounded:
+            if len(frames) == 1 and not pin:
+                t, b, left, r = plan.window
+                return torch.from_numpy(np.ascontiguousarray(frames[0][t:b, left:r]))[None]
+            return copy_windows(frames, plan.window, pin=pin)
+        if len(frames) == 1:
+            return torch.from_numpy(np.ascontiguousarray(frames[0]))[None]
+        return copy_windows(frames, plan.window, frame_shape=(plan.height, plan.width))
+
+    def _window_batch(self, frames: Sequence[np.ndarray], plan: FramePlan) -> torch.Tensor:
+        """Same-size frames -> what `crops` needs, on the device (core/staging.py has the parallel,
+        pinned and overlapped upload the engine uses on CUDA)."""
+        cuda = self.device.type == "cuda"
+        return self.host_batch(frames, plan, pin=cuda).to(self.device, non_blocking=True)
 
     def _resize_crop(self, batch: torch.Tensor, plan: FramePlan) -> torch.Tensor:
         rh, rw = plan.resized

@@ -54,17 +54,25 @@ def _bands(n_frames: int, rows: int, row_bytes: int) -> list[tuple[int, int, int
 
 
 def copy_windows(
-    frames: Sequence[np.ndarray], window: tuple[int, int, int, int], *, pin: bool = False
+    frames: Sequence[np.ndarray],
+    window: tuple[int, int, int, int],
+    *,
+    pin: bool = False,
+    frame_shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The `window` (top, bottom, left, right) of each same-size H×W×3 uint8 frame, as one N×h×w×3
-    uint8 tensor: pinned (page-locked) when `pin`, filled by the shared copy pool.
+    uint8 tensor: pinned (page-locked) when `pin`, filled by the shared copy pool. With `frame_shape`
+    the tensor is N×H×W×3 with only the window filled (the rest is left uninitialised).
 
     Frames may have any strides (a BGR->RGB view, a crop): numpy copies each pixel once.
     """
     t, b, left, r = window
     h, w = b - t, r - left
-    out = torch.empty((len(frames), h, w, 3), dtype=torch.uint8, pin_memory=pin)
+    shape = (len(frames), *(frame_shape or (h, w)), 3)
+    out = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
     host = out.numpy()
+    if frame_shape is not None:
+        host = host[:, t:b, left:r]
     tasks = _bands(len(frames), h, w * 3)
     pool = _shared_pool() if len(tasks) > 1 else None
 
