@@ -7,8 +7,14 @@ numbers are comparable across models that would stop early.
 
 Configs: `tiny` (unit-test model, loaded from disk through `from_pretrained`), `small` (~120M
 params, real 151936-token vocabulary) and `3b` (the Qwen2.5-VL-3B-Instruct architecture, built
-in memory; CUDA only by default, bf16). Target for `3b` on CUDA: ≤ 1.0 s per 448×448 frame with 48
-new tokens.
+in memory; CUDA only by default, bf16). Target for `3b` on CUDA: ≤ 0.5 s per 448×448 frame with 48
+new tokens, compiled (static KV cache + compiled decoding step).
+
+`--compare-compile` times, per config and on the same weights, the eager decoder against the compiled
+one: the compile (warm-up) time, p50 per caption, whether the greedy tokens agree, and `--batch N`
+frames (cameras due together) in one batched `generate` against N captions one after another. Exact
+token equality is required of the fp32 `tiny` model (exit 1 otherwise); a random-weight 3B model's
+logits are nearly flat, so bf16 rounding may break its ties differently: its agreement is reported.
 
     PYTHONPATH=av_scene_vlm python benchmarks/bench_caption.py [--device cpu|cuda|auto] [--json PATH]
 """
@@ -45,18 +51,97 @@ from av_scene_vlm.random_weights import (
     small_qwen25vl_config,
 )
 
-TARGET_S = {"3b": 1.0}  # per-frame latency target (CUDA, bf16, 448×448, 48 new tokens)
+TARGET_S = {"3b": 0.5}  # per-frame latency target (CUDA, bf16, 448×448, 48 new tokens, compiled)
 
 
-def _captioner(name: str, device: torch.device, dtype: torch.dtype, attn: str, new_tokens: int, tmp: Path):
+def _captioner(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn: str,
+    new_tokens: int,
+    tmp: Path,
+    compile: str = "off",
+):
     """A captioner that generates exactly `new_tokens` tokens for config `name`."""
-    kwargs: dict[str, Any] = dict(max_new_tokens=new_tokens, generate_kwargs={"min_new_tokens": new_tokens})
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=new_tokens, generate_kwargs={"min_new_tokens": new_tokens}, compile=compile
+    )
     if name == "tiny":  # the path users take: a saved checkpoint loaded by from_pretrained
         path = build_tiny_qwen25vl(tmp / "tiny-qwen25vl")
         return Captioner(str(path), device=str(device), dtype=str(dtype).removeprefix("torch."), **kwargs)
     config = {"small": small_qwen25vl_config, "3b": qwen25vl_3b_config}[name]()
     model, processor = random_qwen25vl(config, device=device, dtype=dtype, attn_implementation=attn)
     return Captioner.from_model(model, processor, model_id=f"random:{name}", **kwargs)
+
+
+def _p50(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare_compile(
+    name: str, device: torch.device, dtype: torch.dtype, attn: str, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    """Eager vs compiled decoding on the same weights: compile time, p50, token agreement, batching."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.batch)]
+    t0 = time.perf_counter()
+    eager = _captioner(name, device, dtype, attn, args.new_tokens, tmp, compile="off")
+    build_s = time.perf_counter() - t0
+    options = dict(max_new_tokens=args.new_tokens, generate_kwargs={"min_new_tokens": args.new_tokens})
+    compiled = Captioner.from_model(
+        eager.model, eager.processor, model_id=eager.model_id, compile="on", **options
+    )
+    row: dict[str, Any] = {"config": name, "dtype": str(dtype).removeprefix("torch."), "build_s": build_s}
+    row["frame"], row["new_tokens"], row["batch"] = [args.size, args.size], args.new_tokens, args.batch
+    _p50(lambda: eager.caption(frames[0]), args.warmup)
+    row["eager_p50_s"] = _p50(lambda: eager.caption(frames[0]), args.repeats)
+    row["eager_batch_p50_s"] = _p50(lambda: eager.caption_batch(frames), max(2, args.repeats // 3))
+    print(f"# {name} eager: {row['eager_p50_s']:.3f} s", file=sys.stderr, flush=True)
+    row["compile_s"] = compiled.warm_up([1])
+    print(f"# {name} compiled in {row['compile_s']:.1f} s", file=sys.stderr, flush=True)
+    row["compiled_p50_s"] = _p50(lambda: compiled.caption(frames[0]), args.repeats)
+    want, _ = eager.generate_ids(frames[:1])
+    got, _ = compiled.generate_ids(frames[:1])
+    row["tokens_equal"] = bool(torch.equal(want, got))
+    row["token_agreement"] = float((want == got).float().mean()) if want.shape == got.shape else 0.0
+    row["speedup"] = row["eager_p50_s"] / row["compiled_p50_s"]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if args.batch > 1 and not args.no_batch_compile:
+        row["compile_batch_s"] = compiled.warm_up([args.batch])
+        row["compiled_batch_p50_s"] = _p50(lambda: compiled.caption_batch(frames), max(2, args.repeats // 3))
+    target = TARGET_S.get(name)
+    if target is not None and device.type == "cuda":
+        row["target_s"], row["meets_target"] = target, row["compiled_p50_s"] <= target
+    row["parity_required"] = name == "tiny"
+    return row
+
+
+def _compile_table(rows: list[dict[str, Any]], device: str) -> str:
+    head = (
+        f"{'config':<7} {'eager s':>8} {'compiled s':>10} {'speedup':>7} {'compile s':>9} {'tokens':>7} "
+        f"{'batch':>5} {'eager batch s':>13} {'compiled batch s':>16}  target"
+    )
+    lines = [f"device: {device}", head, "-" * len(head)]
+    for r in rows:
+        target = ""
+        if "target_s" in r:
+            target = f"≤ {r['target_s']:.1f} s {'PASS' if r['meets_target'] else 'FAIL'}"
+        batch = r.get("compiled_batch_p50_s")
+        tokens = "same" if r["tokens_equal"] else f"{r['token_agreement']:.0%}"
+        lines.append(
+            f"{r['config']:<7} {r['eager_p50_s']:>8.3f} {r['compiled_p50_s']:>10.3f} {r['speedup']:>6.2f}x "
+            f"{r['compile_s']:>9.1f} {tokens:>7} "
+            f"{r['batch']:>5} {r['eager_batch_p50_s']:>13.3f} {format(batch, '>16.3f') if batch else '-':>16}"
+            f"  {target}"
+        )
+    return "\n".join(lines)
 
 
 def _time(captioner: Captioner, frame: np.ndarray, repeats: int) -> tuple[list[float], Any]:
@@ -155,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 3 CPU, 10 CUDA)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--compare-compile", action="store_true", help="eager vs compiled decoding (see the module doc)"
+    )
+    parser.add_argument("--batch", type=int, default=4, help="frames captioned together (--compare-compile)")
+    parser.add_argument(
+        "--no-batch-compile", action="store_true", help="skip compiling for the batch size (saves a compile)"
+    )
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -170,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
+            if args.compare_compile:
+                dt = torch.float32 if name == "tiny" else dtype  # tiny: exact token parity in fp32
+                rows.append(compare_compile(name.strip(), device, dt, attn, args, Path(tmp)))
+                _write(args, rows, device)  # a later config cut short by a time limit loses only itself
+                continue
             rows.append(bench_one(name.strip(), device, dtype, attn, args, Path(tmp)))
             print(f"# {name}: done ({rows[-1]['latency_s']['median']:.3f} s)", file=sys.stderr, flush=True)
 
@@ -178,21 +275,31 @@ def main(argv: list[str] | None = None) -> int:
         desc += f" ({torch.cuda.get_device_name(device)})"
     else:
         desc += f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    if args.compare_compile:
+        print(_compile_table(rows, desc))
+        _write(args, rows, device)
+        return 0 if all(r["tokens_equal"] for r in rows if r["parity_required"]) else 1
     print(_table(rows, desc))
-    if args.json:
-        import transformers
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "device": desc,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "new_tokens": args.new_tokens,
-            "results": rows,
-        }
-        args.json.write_text(json.dumps(meta, indent=2) + "\n")
+    _write(args, rows, device)
     return 0 if all(r.get("meets_target", True) for r in rows) else 1
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], device: torch.device) -> None:
+    if not args.json:
+        return
+    import transformers
+
+    desc = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "device": desc,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "new_tokens": args.new_tokens,
+        "results": rows,
+    }
+    args.json.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 if __name__ == "__main__":

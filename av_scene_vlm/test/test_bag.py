@@ -443,9 +443,9 @@ def test_failure_midway_leaves_nothing(tmp_path, store, engine, rng, monkeypatch
         calls.append(len(frames))
         if len(calls) > 1:
             raise RuntimeError("device lost")
-        return ZeroShotEngine.classify(engine, frames, **kw)
+        return ZeroShotEngine.submit(engine, frames, **kw)
 
-    monkeypatch.setattr(engine, "classify", boom)
+    monkeypatch.setattr(engine, "submit", boom)
     with pytest.raises(RuntimeError, match="device lost"):
         B.process_bag(
             tmp_path / "in", tmp_path / "sub" / "out", engine, batch_size=2, summary_path=tmp_path / "s.csv"

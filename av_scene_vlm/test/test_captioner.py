@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from av_scene_vlm.cli.main import main
 from av_scene_vlm.core.captioner import Captioner, CaptionResult, ModelLoadError
 
@@ -185,3 +186,55 @@ def test_cli_rejects_non_qwen_checkpoint(tmp_path: Path, image_files: list[str],
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
     assert main(["caption", image_files[0], "--model", str(tmp_path)]) == 2
     assert "not Qwen2.5-VL" in capsys.readouterr().err
+
+
+# ---- static KV cache and the compiled decoding step -----------------------------------------------
+def _frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    return [rng.integers(0, 256, s, dtype=np.uint8) for s in [(90, 160, 3), (120, 120, 3), (60, 200, 3)]]
+
+
+def test_compile_option_resolves_by_device(tiny_qwen: Path) -> None:
+    from av_scene_vlm.core.captioner import resolve_compile
+
+    assert resolve_compile("auto", torch.device("cpu")) is False
+    assert resolve_compile("auto", torch.device("cuda")) is True
+    assert resolve_compile("off", torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="compile must be auto, on or off"):
+        Captioner(str(tiny_qwen), compile="fast")
+
+
+def test_static_cache_gives_the_eager_tokens(tiny_qwen: Path) -> None:
+    """The static KV cache (what compile uses) decodes the same greedy tokens as the dynamic one,
+    for a padded batch of differently sized frames."""
+    eager = Captioner(str(tiny_qwen), max_new_tokens=MAX_NEW, compile="off")
+    static = Captioner(
+        str(tiny_qwen),
+        max_new_tokens=MAX_NEW,
+        compile="off",
+        generate_kwargs={"cache_implementation": "static", "disable_compile": True},
+    )
+    assert static.generation_config.cache_implementation == "static"
+    frames = _frames()
+    want, _ = eager.generate_ids(frames, min_new_tokens=MAX_NEW)
+    got, _ = static.generate_ids(frames, min_new_tokens=MAX_NEW)
+    assert want.shape == (3, MAX_NEW)
+    assert torch.equal(got, want)
+
+
+def test_compiled_decoding_gives_the_eager_tokens(tiny_qwen: Path) -> None:
+    """compile=on (static cache + torch.compile of the decoding step; on a CPU through inductor's C++
+    backend) warms up once, then decodes exactly the eager path's greedy tokens."""
+    eager = Captioner(str(tiny_qwen), max_new_tokens=4, compile="off")
+    compiled = Captioner(str(tiny_qwen), max_new_tokens=4, compile="on")
+    assert compiled.compiled and compiled.generation_config.compile_config is not None
+    seconds = compiled.warm_up(batch_sizes=[2])
+    assert seconds > 0 and compiled.compile_seconds == seconds
+    frames = _frames()[:2]
+    want, _ = eager.generate_ids(frames, min_new_tokens=4)
+    got, _ = compiled.generate_ids(frames, min_new_tokens=4)
+    assert torch.equal(got, want)
+    assert [r.num_tokens for r in compiled.caption_batch(frames)] == [
+        r.num_tokens for r in eager.caption_batch(frames)
+    ]
+    assert eager.warm_up() == 0.0  # nothing to compile

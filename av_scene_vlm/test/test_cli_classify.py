@@ -107,3 +107,23 @@ def test_errors_exit_2(tiny_clip, images, tmp_path, capsys) -> None:
     assert main(["classify", images[0], "--labels", "onlyone", "--model", str(tiny_clip)]) == 2
     assert "at least 2 labels" in capsys.readouterr().err
     assert main(["classify", images[0], "--model", str(tiny_clip)]) == 2
+
+
+def test_cuda_graphs_option(tiny_clip, images, capsys) -> None:
+    """--cuda-graphs reaches the engine: 'off' runs, 'on' without a GPU is one line and exit 2."""
+    base = [
+        "classify",
+        images[0],
+        "--labels",
+        "car",
+        "truck",
+        "--model",
+        str(tiny_clip),
+        "--backend",
+        "torch",
+    ]
+    assert main([*base, "--cuda-graphs", "off"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--cuda-graphs", "on"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cuda_graphs on needs a CUDA device" in err[0]

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16 (default: auto)")
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=("auto", "on", "off"),
+        help="static KV cache + compiled decoding step (auto = on CUDA): ~2x faster captions after a "
+        "compile of about a minute, worth it for many images (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
 
 
@@ -67,7 +74,9 @@ def _run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels,
             device=args.device,
             dtype=args.dtype,
+            compile=args.compile,
         )
+        captioner.warm_up()
     except (ModelLoadError, ValueError) as exc:  # missing model, bad pixel bounds / token budget
         raise CliError(str(exc)) from None
     except RuntimeError as exc:  # e.g. an unparsable --device string

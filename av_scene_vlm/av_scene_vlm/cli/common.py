@@ -69,6 +69,13 @@ def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False)
     parser.add_argument(
         "--onnx-threads", type=int, default=0, help="onnxruntime intra-op threads (default: 0 = torch's)"
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="replay preprocessing + image tower as CUDA graphs: auto = on with torch on CUDA "
+        "(default: %(default)s)",
+    )
 
 
 def add_max_frame_pixels_arg(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +129,7 @@ def engine_options(args: argparse.Namespace) -> dict:
         "backend": getattr(args, "backend", "auto"),
         "onnx_providers": tuple(getattr(args, "onnx_providers", ["auto"])),
         "onnx_threads": getattr(args, "onnx_threads", 0),
+        "cuda_graphs": getattr(args, "cuda_graphs", "auto"),
     }
     check_options(*options.values())
     ensure_available(args.model)

@@ -1,4 +1,5 @@
-"""The image-tower backend options (`backend`, `onnx_providers`, `onnx_threads`), checked without torch.
+"""The image-tower runtime options (`backend`, `onnx_providers`, `onnx_threads`, `cuda_graphs`),
+checked without torch.
 
 Why a module of its own: the nodes and CLIs validate these before their heavy imports, so a typo
 fails start-up in a second, like a missing model does; it imports neither torch nor onnxruntime.
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from .models import ModelLoadError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
+_SWITCH = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 # Short names users type -> ONNX Runtime's provider names (full names are accepted as they are).
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -65,11 +68,23 @@ def check_threads(threads: int) -> int:
     return int(threads)
 
 
-def check_options(backend: str, providers: Sequence[str] | str | None, threads: int) -> None:
-    """All three options at once (node start-up, CLI), before any model is loaded."""
+def check_cuda_graphs(mode: str) -> str:
+    """'auto', 'on' or 'off' (also true/false/yes/no/1/0); ValueError naming the choices otherwise."""
+    key = str(mode).strip().lower()
+    key = _SWITCH.get(key, key)
+    if key not in CUDA_GRAPH_MODES:
+        raise ValueError(f"cuda_graphs must be auto, on or off, got {mode!r}")
+    return key
+
+
+def check_options(
+    backend: str, providers: Sequence[str] | str | None, threads: int, cuda_graphs: str = "auto"
+) -> None:
+    """All the engine's runtime options at once (node start-up, CLI), before any model is loaded."""
     check_backend(backend)
     normalize_providers(providers)
     check_threads(threads)
+    check_cuda_graphs(cuda_graphs)
 
 
 def onnxruntime_installed() -> bool:

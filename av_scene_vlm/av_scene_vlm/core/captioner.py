@@ -8,6 +8,11 @@ array into text; scheduling is the caller's business.
 It loads checkpoints exactly as users do for `Qwen/Qwen2.5-VL-3B-Instruct`
 (`Qwen2_5_VLForConditionalGeneration` + `AutoProcessor`, hub id or local directory, no remote
 code, HF_HUB_OFFLINE honoured) and prompts through the processor's own chat template.
+
+On CUDA (`compile` auto/on) generation uses a static KV cache, which lets transformers compile the
+decoding step with CUDA graphs: decoding a 3B model one token at a time is bound by per-token Python
+and launch overhead (~24 ms a token eager on an H200), which the compiled step removes. Compiling
+takes about a minute, so `warm_up()` does it up front on the caller's (worker) thread.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from av_scene_vlm.core.caption_images import as_rgb, to_chw
 from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_MAX_PIXELS,
@@ -43,10 +49,6 @@ __all__ = [
     "Captioner",
     "ModelLoadError",
 ]
-
-
-# Qwen's smart_resize rejects aspect ratios >= 200; slivers are squashed to this ratio first.
-_MAX_ASPECT = 150.0
 
 
 @dataclass
@@ -84,56 +86,16 @@ def resolve_attn_implementation(attn_implementation: str, device: torch.device, 
     return "sdpa"
 
 
-def _as_rgb(image: Any) -> np.ndarray:
-    """Validate an H×W×3 uint8 RGB array (H×W gray and H×W×4 RGBA are converted)."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array (H×W×3 uint8 RGB), got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be H×W×3 RGB, got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    return image
+COMPILE_MODES = ("auto", "on", "off")
 
 
-def _to_chw(image: np.ndarray, factor: int) -> torch.Tensor:
-    """H×W×3 uint8 -> 3×H'×W' uint8 tensor the Qwen image processor accepts for any input size.
-
-    Why: Qwen's processor needs at least `factor` (= patch 14 × merge 2 = 28) px per side,
-    rejects aspect ratios >= 200, and guesses the channel axis of tiny arrays (1×1×3) wrongly.
-    Slivers are squashed to 150:1, then images whose shorter side is under `factor` are upscaled
-    (bilinear, aspect ratio kept) so that side is `factor` px. A channels-first tensor is passed
-    so the channel axis is never guessed. Normal camera frames pass through without a copy.
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    h, w = image.shape[:2]
-    th, tw = float(h), float(w)
-    if max(th, tw) / min(th, tw) > _MAX_ASPECT:
-        if th > tw:
-            th = tw * _MAX_ASPECT
-        else:
-            tw = th * _MAX_ASPECT
-    if min(th, tw) < factor:
-        scale = factor / min(th, tw)
-        th, tw = th * scale, tw * scale
-    size = (max(factor, math.ceil(th - 1e-6)), max(factor, math.ceil(tw - 1e-6)))
-    if size == (h, w):
-        return tensor
-    resized = torch.nn.functional.interpolate(
-        tensor[None].float(),
-        size=size,
-        mode="bilinear",
-        align_corners=False,
-        antialias=size[0] < h or size[1] < w,
-    )
-    return resized[0].round().clamp_(0, 255).to(torch.uint8)
+def resolve_compile(mode: str, device: torch.device) -> bool:
+    """'auto' -> compile (static cache + compiled decode step) on CUDA only; 'on'/'off' as given."""
+    key = str(mode or "auto").strip().lower()
+    key = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(key, key)
+    if key not in COMPILE_MODES:
+        raise ValueError(f"compile must be auto, on or off, got {mode!r}")
+    return key == "on" or (key == "auto" and device.type == "cuda")
 
 
 class Captioner:
@@ -158,8 +120,10 @@ class Captioner:
         attn_implementation: str = "auto",
         do_sample: bool = False,
         generate_kwargs: Mapping[str, Any] | None = None,
+        compile: str = "auto",
     ) -> None:
         dev = resolve_device(device)
+        resolve_compile(compile, dev)  # a bad value fails before the model loads
         dt = resolve_caption_dtype(dtype, dev)
         attn = resolve_attn_implementation(attn_implementation, dev, dt)
         net, processor = _load(model, dev, dt, attn)
@@ -173,6 +137,7 @@ class Captioner:
             max_pixels=max_pixels,
             do_sample=do_sample,
             generate_kwargs=generate_kwargs,
+            compile=compile,
         )
 
     @classmethod
@@ -199,6 +164,7 @@ class Captioner:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         do_sample: bool = False,
         generate_kwargs: Mapping[str, Any] | None = None,
+        compile: str = "auto",
     ) -> None:
         if int(max_new_tokens) < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -215,8 +181,10 @@ class Captioner:
         self._merge = int(image_processor.merge_size)
         self._factor = int(image_processor.patch_size) * self._merge
         self._size = self._pixel_bounds(image_processor, min_pixels, max_pixels)
-        self.generation_config = self._generation_config(do_sample)
+        self.compiled = resolve_compile(compile, self.device)
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.generation_config = self._generation_config(do_sample)
+        self.compile_seconds: float | None = None  # set by warm_up
         eos = self.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         self._templates: dict[str, str] = {}
@@ -248,7 +216,34 @@ class Captioner:
             gen.pad_token_id = self.processor.tokenizer.pad_token_id
         if gen.eos_token_id is None:
             gen.eos_token_id = self.processor.tokenizer.eos_token_id
+        # Generation options given as keywords live in the config too (transformers 5 deprecates both).
+        for key in [k for k in self.generate_kwargs if hasattr(gen, k)]:
+            setattr(gen, key, self.generate_kwargs.pop(key))
+        if self.compiled:
+            from transformers import CompileConfig
+
+            gen.cache_implementation = "static"
+            gen.compile_config = CompileConfig()  # transformers' default: inductor, reduce-overhead
+            if self.device.type != "cuda":  # transformers compiles on CUDA only unless told otherwise
+                gen.compile_config._compile_all_devices = True
+            gen.disable_compile = False
         return gen
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
+        """Run the captions that compile the decoding step (static cache sized for the largest image),
+        before the first real one; returns the seconds it took and keeps them in `compile_seconds`.
+        A no-op (0 s) when not compiling."""
+        if not self.compiled:
+            self.compile_seconds = 0.0
+            return 0.0
+        side = int(math.sqrt(self._size["longest_edge"])) // self._factor * self._factor
+        grey = np.full((max(side, self._factor), max(side, self._factor), 3), 128, np.uint8)
+        start = time.perf_counter()
+        for n in dict.fromkeys(max(1, int(b)) for b in batch_sizes):
+            for _ in range(2):  # compile, then record the CUDA graphs
+                self.generate_ids([grey] * n, min_new_tokens=self.max_new_tokens)
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
 
     def _chat_text(self, prompt: str) -> str:
         text = self._templates.get(prompt)
@@ -267,27 +262,13 @@ class Captioner:
         if len(images) == 0:
             return []
         prompt = self.prompt if prompt is None else prompt
-        frames = [_to_chw(_as_rgb(img), self._factor) for img in images]
-        with self._lock, torch.inference_mode():
-            start = time.perf_counter()
-            text = self._chat_text(prompt)
-            inputs = self.processor(
-                text=[text] * len(frames),
-                images=frames,
-                padding=True,
-                return_tensors="pt",
-                size=dict(self._size),
-            ).to(self.device)
-            prompt_len = inputs["input_ids"].shape[1]
-            output = self.model.generate(
-                **inputs, generation_config=self.generation_config, **self.generate_kwargs
-            )
-            generated = output[:, prompt_len:].cpu()
+        start = time.perf_counter()
+        generated, grid = self.generate_ids(images, prompt)
+        with self._lock:
             texts = self.processor.batch_decode(
                 generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
-            latency = time.perf_counter() - start
-        grid = inputs["image_grid_thw"].cpu()
+        latency = time.perf_counter() - start
         return [
             CaptionResult(
                 text=texts[i].strip(),
@@ -297,8 +278,35 @@ class Captioner:
                 num_visual_tokens=int(grid[i].prod()) // self._merge**2,
                 model_id=self.model_id,
             )
-            for i in range(len(frames))
+            for i in range(len(images))
         ]
+
+    def generate_ids(
+        self, images: Sequence[np.ndarray], prompt: str | None = None, **overrides: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(generated token ids B×T on the CPU, image_grid_thw B×3): the raw output of one batched
+        `generate`, for captions and for checking that compiled and eager decoding agree.
+        `overrides`: generation-config fields for this call (e.g. min_new_tokens)."""
+        prompt = self.prompt if prompt is None else prompt
+        frames = [to_chw(as_rgb(img), self._factor) for img in images]
+        gen = self.generation_config
+        if overrides:
+            gen = copy.deepcopy(gen)
+            for key, value in overrides.items():
+                setattr(gen, key, value)
+        with self._lock, torch.inference_mode():
+            text = self._chat_text(prompt)
+            inputs = self.processor(
+                text=[text] * len(frames),
+                images=frames,
+                padding=True,
+                return_tensors="pt",
+                size=dict(self._size),
+            ).to(self.device)
+            prompt_len = inputs["input_ids"].shape[1]
+            output = self.model.generate(**inputs, generation_config=gen, **self.generate_kwargs)
+            generated = output[:, prompt_len:].cpu()
+        return generated, inputs["image_grid_thw"].cpu()
 
     def _count(self, row: torch.Tensor) -> int:
         """Generated tokens up to and including the first end token (padding after it excluded)."""

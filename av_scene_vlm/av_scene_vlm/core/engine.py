@@ -5,6 +5,12 @@ a task's labels of exp(logit_scale) · cosine(image, text) — but the prompts a
 only when labels change), preprocessing runs in torch on the model's device, and all frames of a
 batch (several cameras) go through the vision tower together. The vision tower runs in eager torch or,
 exported to ONNX, in ONNX Runtime (`backend`, see core/backends.py); the text tower stays in torch.
+
+On CUDA a batch is `submit`ted without waiting: frame windows are copied in parallel into pinned
+memory (core/staging.py), uploaded on the engine's copy stream, preprocessed, encoded and scored by
+one CUDA graph per batch-size bucket (core/cuda_graphs.py), and copied back as one tensor
+(core/scoring.py); `PendingBatch.result()` is the batch's only host sync. `classify_stream` keeps one
+batch in flight, so the next batch's copy overlaps the current batch's compute.
 """
 
 from __future__ import annotations
@@ -12,59 +18,23 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backend_options import check_options
+from .backend_options import BackendError, check_options
 from .backends import build_tower
+from .cuda_graphs import BUCKETS, Capture, CudaGraphCapture, GraphSet, bucket_for, check_mode, split_batch
 from .models import DEFAULT_CLIP_MODEL, LoadedClip, load_clip
-from .preprocess import Preprocessor, PreprocessSpec
+from .preprocess import FramePlan, Preprocessor, PreprocessSpec, check_frame
+from .results import FrameResult, PendingBatch, TaskResult, download
+from .scoring import ScoreLayout, make_layout, max_probability_error, pack_scores
+from .staging import Uploader
 from .tasks import DEFAULT_TEMPLATES, Task, TaskError, check_unique, expand_prompts, validate_templates
 
-
-@dataclass
-class TaskResult:
-    """One task's result for one frame."""
-
-    task: str
-    labels: list[str]
-    probabilities: np.ndarray  # (L,) float64, sums to 1
-    cosine: np.ndarray  # (L,) float32, raw cosine of the ensembled label embeddings
-
-    @property
-    def index(self) -> int:
-        return int(np.argmax(self.probabilities))
-
-    @property
-    def label(self) -> str:
-        return self.labels[self.index]
-
-    @property
-    def probability(self) -> float:
-        return float(self.probabilities[self.index])
-
-
-@dataclass
-class FrameResult:
-    """Everything the engine knows about one frame."""
-
-    tasks: list[TaskResult]
-    image_embedding: np.ndarray  # (D,) float32, L2-normalized
-    latency: float  # seconds of engine time for the batch this frame was in
-    heatmap: np.ndarray | None = None  # (H, W) float32 cosine map in frame pixels
-    heatmap_label: str | None = None
-    heatmap_task: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def task(self, name: str) -> TaskResult:
-        for t in self.tasks:
-            if t.task == name:
-                return t
-        raise KeyError(name)
+__all__ = ["FrameResult", "PendingBatch", "TaskResult", "ZeroShotEngine"]  # results re-exported
 
 
 class ZeroShotEngine:
@@ -89,10 +59,17 @@ class ZeroShotEngine:
         onnx_providers: Sequence[str] | str | None = ("auto",),
         onnx_threads: int = 0,
         onnx_cache_dir: str | Path | None = None,
+        cuda_graphs: str = "auto",
+        graph_capture: Capture | None = None,
     ) -> None:
         """`backend`: 'auto' (onnxruntime on a CPU where it is installed, else torch), 'torch' or
-        'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py)."""
-        check_options(backend, onnx_providers, onnx_threads)  # a typo fails before the model loads
+        'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py).
+
+        `cuda_graphs`: 'auto' (on for the torch tower on CUDA), 'on' or 'off'. `graph_capture`
+        replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture runs the graph machinery
+        on a CPU, which is how it is tested there)."""
+        check_options(backend, onnx_providers, onnx_threads, cuda_graphs)  # fails before the model loads
+        graphs_mode = check_mode(cuda_graphs)
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
         self.model = self.clip.model
         self.model_id = self.clip.model_id
@@ -103,6 +80,8 @@ class ZeroShotEngine:
         self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir)
         self.backend: str = self._tower.name  # "torch" or "onnxruntime"
         self.providers: list[str] = list(getattr(self._tower, "providers", []))
+        self._uploader = Uploader(self.device)
+        self.graphs = self._graph_set(graphs_mode, graph_capture)
         self.tokenizer = getattr(self.clip.processor, "tokenizer", self.clip.processor)
         self.logit_scale = float(self.model.logit_scale.detach().float().exp().item())
         self._max_len = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
@@ -113,7 +92,8 @@ class ZeroShotEngine:
         # The label sets as one immutable pair, swapped whole by set_tasks without the lock; the
         # label embeddings are cached for the pair they were computed from.
         self._config: tuple[tuple[Task, ...], tuple[str, ...]] = ((), validate_templates(templates))
-        self._embeds_for: tuple[object, list[torch.Tensor]] | None = None
+        self._embeds_for: tuple[object, torch.Tensor] | None = None
+        self._dim = int(self.model.config.projection_dim)
         self.set_tasks(tasks, templates)
 
     # ---- tasks -------------------------------------------------------------------------------
@@ -150,10 +130,13 @@ class ZeroShotEngine:
         """Per task, the (L, D) L2-normalized prompt-ensembled label embeddings that frames are scored
         against (for exporting them next to the ONNX image tower)."""
         with self._lock, torch.inference_mode():
-            return [e.cpu().numpy() for e in self._label_embeddings(self._config)]
+            stacked = self._label_embeddings(self._config).cpu().numpy()
+        sizes = [len(t.labels) for t in self._config[0]]
+        return np.split(stacked, np.cumsum(sizes)[:-1]) if sizes else []
 
-    def _label_embeddings(self, config: tuple[tuple[Task, ...], tuple[str, ...]]) -> list[torch.Tensor]:
-        """Ensembled label embeddings of `config` (a snapshot of `_config`); caller holds the lock."""
+    def _label_embeddings(self, config: tuple[tuple[Task, ...], tuple[str, ...]]) -> torch.Tensor:
+        """Every task's ensembled label embeddings of `config` (a snapshot of `_config`), stacked
+        (ΣL×D float32 on the device); caller holds the lock."""
         cached = self._embeds_for
         if cached is None or cached[0] is not config:
             tasks, templates = config
@@ -169,7 +152,8 @@ class ZeroShotEngine:
                     i += len(prompts)
                 mean = torch.stack(means)
                 embeds.append(mean / mean.norm(dim=-1, keepdim=True))
-            cached = self._embeds_for = (config, embeds)
+            stacked = torch.cat(embeds) if embeds else torch.empty(0, self._dim, device=self.device)
+            cached = self._embeds_for = (config, stacked)
         return cached[1]
 
     # ---- text ---------------------------------------------------------------------------------
@@ -200,26 +184,54 @@ class ZeroShotEngine:
             return self._encode_cached(list(texts)).cpu().numpy()
 
     # ---- images --------------------------------------------------------------------------------
-    def _encode_images(
-        self, frames: Sequence[np.ndarray], patches: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self._tower(self.preprocess(frames), patches)
+    def _graph_set(self, mode: str, capture: Capture | None) -> GraphSet | None:
+        cuda = self.device.type == "cuda"
+        if mode == "off" or (mode == "auto" and not (cuda and self.backend == "torch")):
+            return None
+        if self.backend != "torch":
+            raise BackendError(f"cuda_graphs on needs backend torch, not {self.backend}")
+        if capture is None and not cuda:
+            raise BackendError(f"cuda_graphs on needs a CUDA device, not {self.device}; use auto or off")
+        compare = lambda a, b, key: max_probability_error(a, b, key[-1], self.logit_scale)  # noqa: E731
+        return GraphSet(capture or CudaGraphCapture(self.device), compare)
+
+    def _forward(
+        self, windows: torch.Tensor, labels: torch.Tensor, *, plan: FramePlan, layout: ScoreLayout
+    ) -> torch.Tensor:
+        """uint8 frame windows on the device -> packed scores (the eager forward a graph captures)."""
+        pixels = self.preprocess.normalize(self.preprocess.crops(windows, plan))
+        emb, patch = self._tower(pixels, layout.patches > 0)
+        return pack_scores(emb, patch, labels, layout)
 
     def backend_info(self) -> dict[str, object]:
         """The backend in use and, for onnxruntime, its providers, threads and graph (for logs)."""
-        return self._tower.describe()
+        info = self._tower.describe()
+        info["cuda_graphs"] = self.graphs_state()
+        return info
+
+    def graphs_state(self) -> str:
+        """'off', 'on (N captured)' or 'off after a failed check: <reason>' (logs, diagnostics)."""
+        if self.graphs is None:
+            return "off"
+        if not self.graphs.enabled:
+            return f"off after a failed check: {self.graphs.disabled_reason}"
+        return f"on ({len(self.graphs)} captured)"
+
+    def _embed(self, frames: Sequence[np.ndarray], patches: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eager image (and patch) embeddings on the device, in frame order; caller holds the lock."""
+        return self._tower(self.preprocess(frames), patches)
 
     def encode_images(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) L2-normalized image embeddings."""
         frames = _as_list(frames)
         with self._lock, torch.inference_mode():
-            return self._encode_images(frames, patches=False)[0].cpu().numpy()
+            return self._embed(frames, patches=False)[0].cpu().numpy()
 
     def similarity(self, frames: np.ndarray | Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
         """(N, T) raw cosine similarity of each frame with each text."""
         frames = _as_list(frames)
         with self._lock, torch.inference_mode():
-            img, _ = self._encode_images(frames, patches=False)
+            img, _ = self._embed(frames, patches=False)
             txt = self._encode_cached(list(texts))
             return (img @ txt.T).cpu().numpy()
 
@@ -237,74 +249,104 @@ class ZeroShotEngine:
         `heatmap` (one flag, or one per frame) adds a patch-similarity map for `heatmap_label`
         (a label of `heatmap_task`, default: that task's top label; task default: the first task).
         """
+        return self.submit(
+            frames, heatmap=heatmap, heatmap_task=heatmap_task, heatmap_label=heatmap_label
+        ).result()
+
+    def classify_stream(
+        self, batches: Iterable[np.ndarray | Sequence[np.ndarray]], **options: object
+    ) -> Iterator[list[FrameResult]]:
+        """`classify` each batch, in order, with the next batch submitted before the current one's
+        results are read: on CUDA its copy and upload overlap the current batch's compute.
+        `options`: classify's keywords."""
+        pending: PendingBatch | None = None
+        for frames in batches:
+            nxt = self.submit(frames, **options)  # type: ignore[arg-type]
+            if pending is not None:
+                yield pending.result()
+            pending = nxt
+        if pending is not None:
+            yield pending.result()
+
+    def submit(
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        *,
+        heatmap: bool | Sequence[bool] = False,
+        heatmap_task: str | None = None,
+        heatmap_label: str | None = None,
+    ) -> PendingBatch:
+        """Start classifying a batch and return without waiting for the device; `.result()` waits.
+
+        Same-size frames are copied (their crop windows only) and uploaded together, in chunks of at
+        most 64, each chunk computed as soon as it is on the device (by its CUDA graph where graphs
+        are on), and all scores come back in one copy.
+        """
         frames = _as_list(frames)
-        if not frames:
-            return []
+        for frame in frames:
+            check_frame(frame)
         want = [bool(heatmap)] * len(frames) if isinstance(heatmap, bool) else [bool(h) for h in heatmap]
+        if len(want) != len(frames):
+            raise ValueError(f"heatmap has {len(want)} flags for {len(frames)} frames")
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
             config = self._config  # this batch's label sets, whatever set_tasks does meanwhile
             tasks = list(config[0])
             if not tasks:
                 raise TaskError("no tasks configured: set labels or tasks first")
-            label_embeds = self._label_embeddings(config)
-            img, patch = self._encode_images(frames, patches=any(want))
-            cos = [img @ e.T for e in label_embeds]  # per task (N, L)
-            probs = [(self.logit_scale * c.double()).softmax(dim=-1) for c in cos]  # float64: sums to 1
-            cos_np = [c.cpu().numpy() for c in cos]
-            probs_np = [p.cpu().numpy() for p in probs]
-            img_np = img.cpu().numpy()
-            maps = None
-            if patch is not None:
-                maps = self._patch_maps(
-                    patch, want, tasks, label_embeds, probs_np, heatmap_task, heatmap_label
-                )
-        latency = time.perf_counter() - t0
-        results = []
+            patches = self._patches if any(want) else 0
+            layout = make_layout(tasks, self._dim, patches, heatmap_task, heatmap_label)
+            labels = self._label_embeddings(config)
+            packed, order = self._score(frames, labels, layout) if frames else (None, [])
+            host = download(packed) if packed is not None else None
+        shapes = [f.shape[:2] for f in frames]
+        return PendingBatch(shapes, want, tasks, layout, host, t0, self.logit_scale, self.preprocess, order)
+
+    def _score(
+        self, frames: list[np.ndarray], labels: torch.Tensor, layout: ScoreLayout
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Packed scores of every frame on the device (enqueued, not waited for), and the frame index
+        of each row: rows come grouped by frame size and are put back in frame order on the host."""
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(frames):
-            task_results = [
-                TaskResult(t.name, t.label_names, probs_np[k][i], cos_np[k][i]) for k, t in enumerate(tasks)
-            ]
-            fr = FrameResult(task_results, img_np[i], latency)
-            if maps is not None and maps[i] is not None:
-                grid, fr.heatmap_task, fr.heatmap_label = maps[i]
-                fr.heatmap = self._upsample(grid, frame.shape[0], frame.shape[1])
-            results.append(fr)
-        return results
+            groups.setdefault(frame.shape[:2], []).append(i)
+        work = [
+            (self.preprocess.plan(h, w), idx[start:end])
+            for (h, w), idx in groups.items()
+            for start, end in split_batch(len(idx), BUCKETS[-1])
+        ]
+        cuda = self.device.type == "cuda"
+        parts: list[torch.Tensor] = []
+        for plan, chunk in work:
+            host = self.preprocess.host_batch([frames[i] for i in chunk], plan, pin=cuda)
+            windows, uploaded = self._uploader.upload(host)
+            self._uploader.wait(uploaded)
+            out = self._run(windows, labels, plan, layout)
+            # A graph's output is its static buffer, which the next replay (of it or of another graph
+            # sharing its memory pool) overwrites: with more parts to come it is copied out at once.
+            parts.append(out if len(work) == 1 else out.clone())
+        order = [i for _, chunk in work for i in chunk]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)), order
 
-    def _patch_maps(self, patch, want, tasks, label_embeds, probs_np, heatmap_task, heatmap_label):
-        k = 0
-        if heatmap_task is not None:
-            names = [t.name for t in tasks]
-            if heatmap_task not in names:
-                raise TaskError(f"heatmap task {heatmap_task!r} is not one of {names}")
-            k = names.index(heatmap_task)
-        labels = tasks[k].label_names
-        if heatmap_label is not None and heatmap_label not in labels:
-            raise TaskError(f"heatmap label {heatmap_label!r} is not a label of task {tasks[k].name!r}")
-        n_side = round(patch.shape[1] ** 0.5)
-        out = []
-        for i, w in enumerate(want):
-            if not w:
-                out.append(None)
-                continue
-            j = labels.index(heatmap_label) if heatmap_label else int(np.argmax(probs_np[k][i]))
-            grid = (patch[i] @ label_embeds[k][j]).reshape(n_side, n_side).cpu().numpy()
-            out.append((grid, tasks[k].name, labels[j]))
-        return out
+    def _run(self, windows: torch.Tensor, labels: torch.Tensor, plan: FramePlan, layout: ScoreLayout):
+        """One same-size chunk through its CUDA graph, or eagerly."""
+        if self.graphs is not None and self.graphs.enabled:
+            bucket = bucket_for(windows.shape[0])
+            out = self.graphs.run(
+                (bucket, plan, layout),
+                bucket,
+                windows,
+                [labels],
+                forward=lambda w, lab: self._forward(w, lab, plan=plan, layout=layout),
+            )
+            if out is not None:
+                return out
+        return self._forward(windows, labels, plan=plan, layout=layout)
 
-    def _upsample(self, grid: np.ndarray, height: int, width: int) -> np.ndarray:
-        """Place the patch grid over the crop region of the frame; edges extend outside it."""
-        import cv2
-
-        r = self.preprocess.crop_region(height, width)
-        top, left = round(r.top), round(r.left)
-        bottom, right = max(top + 1, round(r.bottom)), max(left + 1, round(r.right))
-        inner = cv2.resize(
-            grid.astype(np.float32), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR
-        )
-        pad = ((top, max(0, height - bottom)), (left, max(0, width - right)))
-        return np.pad(inner, pad, mode="edge")[:height, :width]
+    @property
+    def _patches(self) -> int:
+        cfg = self.model.config.vision_config
+        return (int(cfg.image_size) // int(cfg.patch_size)) ** 2
 
 
 def _as_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -249,8 +249,7 @@ def _process(
         read = _read(reader, in_path, store, conn_map, cameras, max_frame_pixels)
         records = prefetch(read, depth=2 * batch_size + 8)
         with _progress_bar(total, in_path.name, progress) as bar, closing(records):
-            for chunk, batch in _chunks(records, batch_size, schedule, counts, bar):
-                _classify(engine, batch)
+            for chunk, batch in _classified(engine, _chunks(records, batch_size, schedule, counts, bar)):
                 _emit(out, chunk, captioner, counts)
                 bar.update(len(batch))
         writer.close()
@@ -353,12 +352,27 @@ def _chunks(
         yield pending, batch
 
 
-def _classify(engine: ZeroShotEngine, batch: list[_Record]) -> None:
-    """Stage 3: one engine call for the batch's frames (all cameras together)."""
-    if batch:
-        results = engine.classify([r.frame.rgb for r in batch])  # type: ignore[union-attr]
-        for r, res in zip(batch, results, strict=True):
+def _classified(
+    engine: ZeroShotEngine, chunks: Iterable[tuple[list[_Record], list[_Record]]]
+) -> Iterator[tuple[list[_Record], list[_Record]]]:
+    """Stage 3: one engine call per batch (all cameras together), one batch in flight: the next batch
+    is submitted — its frames copied and, on CUDA, uploaded while the GPU works — before the current
+    batch's results are read."""
+    previous = None
+    for chunk, batch in chunks:
+        pending = engine.submit([r.frame.rgb for r in batch]) if batch else None  # type: ignore[union-attr]
+        if previous is not None:
+            yield _resolve(*previous)
+        previous = (chunk, batch, pending)
+    if previous is not None:
+        yield _resolve(*previous)
+
+
+def _resolve(chunk: list[_Record], batch: list[_Record], pending: Any) -> tuple[list[_Record], list[_Record]]:
+    if pending is not None:
+        for r, res in zip(batch, pending.result(), strict=True):
             r.result = res
+    return chunk, batch
 
 
 def _emit(out: ResultWriter, chunk: list[_Record], captioner: Any, counts: _Counts) -> None:

@@ -7,7 +7,7 @@ write exactly the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,24 @@ def embed_batch(engine: Any, captioner: Any | None, batch: dict[str, Any]) -> di
     Adds `vector` (N×D float32, L2-normalised), per task `<task>` (top label) and `<task>_prob`,
     and `caption` (text for frames due for one when a captioner is given, else None).
     """
+    return _columns(engine, captioner, batch, engine.classify(list(batch["rgb"])))
+
+
+def embed_batches(engine: Any, captioner: Any | None, batches: Iterable[dict[str, Any]]) -> Iterator[dict]:
+    """`embed_batch` of each batch, one batch in flight: the next batch is submitted (its frames
+    copied and, on CUDA, uploaded while the GPU works) before the current one's rows are built."""
+    previous = None
+    for batch in batches:
+        pending = engine.submit(list(batch["rgb"]))
+        if previous is not None:
+            yield _columns(engine, captioner, previous[0], previous[1].result())
+        previous = (batch, pending)
+    if previous is not None:
+        yield _columns(engine, captioner, previous[0], previous[1].result())
+
+
+def _columns(engine: Any, captioner: Any | None, batch: dict[str, Any], results: list) -> dict[str, Any]:
     rgb = list(batch["rgb"])
-    results = engine.classify(rgb)
     out: dict[str, Any] = {key: list(batch[key]) for key in KEYS}
     out["vector"] = np.stack([np.asarray(r.image_embedding, np.float32) for r in results])
     for task in engine.tasks:

@@ -22,7 +22,7 @@ from ..bag.prefetch import prefetch
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, check_max_pixels
 from .discover import content_hash, find_bags
 from .errors import FleetError, StorageError
-from .frames import BagCounts, count_frames, decode_bag, embed_batch
+from .frames import BagCounts, count_frames, decode_bag, embed_batches
 from .spec import EngineSpec
 from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo
 
@@ -246,9 +246,9 @@ def _run_local(
         )
         try:
             with closing(prefetch(batches, depth=2)) as stream:
-                for batch in stream:
-                    committed = store.add(embed_batch(engine, captioner, batch))
-                    bar.update(len(batch["rgb"]))
+                for columns in embed_batches(engine, captioner, stream):
+                    committed = store.add(columns)
+                    bar.update(len(columns["vector"]))
                     if committed:
                         written += committed
                         if on_rows is not None:
