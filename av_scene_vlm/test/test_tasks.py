@@ -15,6 +15,7 @@ from av_scene_vlm.core.tasks import TaskError, load_tasks_file, read_task_file, 
 
 WEATHER = {"weather": ["clear", "rain"]}
 ROAD_USER = {"road_user": {"car": ["a car."], "pedestrian": ["a child crossing the road."]}}
+AS_TEXT = yaml.safe_dump({**WEATHER, **ROAD_USER}, sort_keys=False)
 
 
 def _write(path: Path, doc: object) -> Path:
@@ -31,7 +32,9 @@ def _summary(tasks) -> dict[str, list[str]]:
     [
         {**WEATHER, **ROAD_USER},  # the bare schema
         {"tasks": {**WEATHER, **ROAD_USER}},  # the schema under `tasks:`
-        {"/**": {"ros__parameters": {"tasks": yaml.safe_dump({**WEATHER, **ROAD_USER}, sort_keys=False)}}},  # `tasks: |`
+        {
+            "/**": {"ros__parameters": {"tasks": yaml.safe_dump({**WEATHER, **ROAD_USER}, sort_keys=False)}}
+        },  # `tasks: |`
         {"clip_node": {"ros__parameters": {"tasks": {**WEATHER, **ROAD_USER}}}},  # a nested map
     ],
     ids=["schema", "tasks-key", "params-text", "params-nested-map"],
