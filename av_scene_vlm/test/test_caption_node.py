@@ -18,7 +18,8 @@ rclpy = pytest.importorskip("rclpy")
 
 from av_scene_vlm.core.captioner import DEFAULT_PROMPT  # noqa: E402
 from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
-from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distance  # noqa: E402
+from av_scene_vlm.core.scene_change import cosine_distance  # noqa: E402
+from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode  # noqa: E402
 from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -163,9 +164,7 @@ def test_scene_change_trigger_from_similarity_topic(ros, tiny_qwen) -> None:
         sim_pub.publish(Similarity(header=hdr, image_embedding=emb.tolist(), model_id="test"))
         assert wait_for(
             lambda: (
-                node._received_embedding(
-                    node.cameras[0], (hdr.stamp.sec, hdr.stamp.nanosec, "cam"), exact=True
-                )
+                node.scenes.received("/cam/image_raw", (hdr.stamp.sec, hdr.stamp.nanosec, "cam"), exact=True)
                 is not None
             )
         )

@@ -60,7 +60,7 @@ def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
     rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
     spinner.start()
     assert wait_matched(node, front, rear)
-    assert wait_for(lambda: node._pubs["/front/image_raw"][2].get_subscription_count() > 0)
+    assert wait_for(lambda: node._pubs["/front/image_raw"]["heatmap"].get_subscription_count() > 0)
 
     frames = {"front": rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)}
     yy, xx = np.mgrid[0:90, 0:200]

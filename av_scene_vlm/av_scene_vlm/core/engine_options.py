@@ -62,11 +62,15 @@ class EngineOptions:
             )
         return cls(**picked, extra=tuple(sorted(extra.items())))
 
+    def validate(self) -> None:
+        """Every option valid (BackendError), without torch and without looking for the model."""
+        check_options(self.backend, self.onnx_providers, self.onnx_threads)
+
     def check(self) -> None:
         """Every option valid and the model there (BackendError / ModelLoadError), without torch."""
         from .models import ensure_available
 
-        check_options(self.backend, self.onnx_providers, self.onnx_threads)
+        self.validate()
         ensure_available(self.model)
 
     def engine_kwargs(self) -> dict[str, Any]:
@@ -106,12 +110,16 @@ class CaptionerOptions:
         picked = {k: v for k, v in _pick(cls, values, prefix).items() if v is not None}
         return cls(**picked, extra=tuple(sorted(extra.items())))
 
+    def validate(self) -> None:
+        """The pixel bounds valid (ValueError), without torch and without looking for the model."""
+        if self.min_pixels < 0 or self.max_pixels < 0:
+            raise ValueError("caption_min_pixels and caption_max_pixels must be >= 0 (0 = the checkpoint's)")
+
     def check(self) -> None:
         """The bounds valid and the model there (ValueError / ModelLoadError), without torch."""
         from .models import ensure_available
 
-        if self.min_pixels < 0 or self.max_pixels < 0:
-            raise ValueError("caption_min_pixels and caption_max_pixels must be >= 0 (0 = the checkpoint's)")
+        self.validate()
         ensure_available(self.model, DEFAULT_CAPTION_MODEL)
 
     def build(self) -> Captioner:

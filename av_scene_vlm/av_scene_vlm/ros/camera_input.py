@@ -171,6 +171,7 @@ class CameraInputs:
         depth: int = 1,
     ) -> None:
         check_input_qos(reliability, depth)
+        self._node = node
         self.cameras = list(cameras)
         self._cond = threading.Condition()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])
@@ -213,4 +214,16 @@ class CameraInputs:
     def wake(self) -> None:
         """Wake a waiting worker (shutdown)."""
         with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Unsubscribe from every camera (deactivate), drop the frames waiting and wake the worker."""
+        for sub in self.subscriptions:
+            self._node.destroy_subscription(sub)
+        self.subscriptions = []
+        with self._cond:
+            for cam in self.cameras:
+                if cam._slot is not None:
+                    cam.dropped += 1  # received, never to be processed
+                    cam._slot = None
             self._cond.notify_all()
