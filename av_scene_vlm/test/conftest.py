@@ -44,6 +44,14 @@ def tiny_clip_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip-2", seed=1)
 
 
+@pytest.fixture(scope="session")
+def store():
+    """The rosbags typestore of bags: the standard messages and ours."""
+    from av_scene_vlm.core.bag import bag_typestore
+
+    return bag_typestore()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -1,5 +1,6 @@
-"""Bags for the fleet index tests, written with rosbags: a front camera (raw rgb8) and a rear camera
-(lossless PNG CompressedImage), so the frames the index sees are exactly the arrays written here."""
+"""Bags for the tests, written with rosbags: image messages of the typestore (`header`, `raw_image`,
+`jpeg_image`), and fleet drives (`write_bag`): a front camera (raw rgb8) and a rear camera (lossless
+PNG CompressedImage), so the frames the index sees are exactly the arrays written here."""
 
 from __future__ import annotations
 
@@ -9,11 +10,40 @@ from pathlib import Path
 import cv2
 import numpy as np
 from av_scene_vlm.core import bag as B
+from av_scene_vlm.core.image_codec import decode_compressed, decode_raw, encode_compressed, encode_raw
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 FRONT = "/front/image_raw"
 REAR = "/rear/image_raw/compressed"
 T0 = 1_700_000_000
+
+
+def header(store, sec: int, nanosec: int, frame_id: str):
+    t = store.types
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
+    )
+
+
+def raw_image(store, rgb: np.ndarray, encoding: str, hdr, padding: int = 0):
+    data, step = encode_raw(rgb, encoding, step_padding=padding)
+    h, w = rgb.shape[:2]
+    msg = store.types[B.IMAGE](
+        header=hdr,
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=np.frombuffer(data, np.uint8),
+    )
+    return msg, decode_raw(encoding, h, w, step, 0, data)
+
+
+def jpeg_image(store, rgb: np.ndarray, hdr):
+    data = encode_compressed(rgb, "jpeg")
+    msg = store.types[B.COMPRESSED_IMAGE](header=hdr, format="jpeg", data=np.frombuffer(data, np.uint8))
+    return msg, decode_compressed("jpeg", data)
 
 
 @dataclass

@@ -127,6 +127,11 @@ def make_captioner(**values):  # -> Captioner
         raise CliError(f"cannot use device '{options.device}': {exc}") from None
 
 
+def query_vector(engine, query: str | None, image: np.ndarray | None) -> np.ndarray:
+    """The query's embedding: of the text, or of the example image."""
+    return engine.encode_images([image])[0] if image is not None else engine.encode_texts([query.strip()])[0]
+
+
 def run_guarded(func, args: argparse.Namespace) -> int:
     """Run a command body, turning CliError into a one-line message and exit code 2."""
     try:

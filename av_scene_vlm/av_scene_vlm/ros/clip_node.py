@@ -208,7 +208,7 @@ class ClipNode(WorkerNode):
             self._publish(frame, result, s)
 
     def _publish(self, frame: Frame, result: FrameResult, s: ClipSettings) -> None:
-        from av_scene_vlm.core.visualize import format_lines, overlay_heatmap
+        from av_scene_vlm.core.overlay import format_lines, overlay_heatmap
 
         cam, engine = frame.camera, self.engine
         pubs = self._pubs[cam.topic]

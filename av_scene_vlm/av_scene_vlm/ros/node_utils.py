@@ -8,6 +8,7 @@ and worker base class in `worker_node`.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -116,6 +117,22 @@ def use_own_cuda_stream(device: object) -> object | None:
     stream.wait_stream(torch.cuda.current_stream(dev))
     torch.cuda.set_stream(stream)
     return stream
+
+
+def release_memory() -> None:
+    """Give freed model memory back: collect cycles, return CUDA's cached blocks (so
+    `torch.cuda.memory_allocated` and the driver's view drop), and trim glibc's heap (freed tensors
+    otherwise stay in the process's resident set)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 NodeFactory = Callable[[], Node | None]

@@ -20,8 +20,6 @@ preamble (the node's status with its lifecycle state, one status per camera whil
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +40,7 @@ from av_scene_vlm.core.tasks import TaskError
 from av_scene_vlm.ros.camera_input import Camera, CameraInputs, output_topic
 from av_scene_vlm.ros.conversions import image_to_rgb
 from av_scene_vlm.ros.diagnostics import WorkerErrors, camera_status, kv
-from av_scene_vlm.ros.node_utils import INPUT_EXAMPLES, lifecycle_state
+from av_scene_vlm.ros.node_utils import INPUT_EXAMPLES, lifecycle_state, release_memory
 from av_scene_vlm.ros.parameters import (
     ParameterTypeError,
     ParamSpec,
@@ -60,22 +58,6 @@ LATCHED = QoSProfile(
 )
 # What a failed configure can raise: a model (exit 1 under autostart), a parameter or task (exit 2).
 CONFIGURE_ERRORS = (ModelLoadError, TaskError, ValueError)
-
-
-def release_memory() -> None:
-    """Give freed model memory back: collect cycles, return CUDA's cached blocks (so
-    `torch.cuda.memory_allocated` and the driver's view drop), and trim glibc's heap (freed tensors
-    otherwise stay in the process's resident set)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 @dataclass
@@ -277,9 +259,14 @@ class WorkerNode(LifecycleNode):
                 worker.join(timeout=timeout)
 
     def destroy_node(self) -> None:
-        """Stop the worker before the node goes (also on a node whose configure never finished)."""
+        """Stop the worker before the node goes (also on a node whose configure never finished).
+
+        rclpy's LifecycleNode.destroy_node leaves its state machine, which holds the node, to the
+        garbage collector: until then the node and a /<name>/change_state server that nobody spins
+        stay in the graph, and a client that finds that one first sends its request into the void."""
         self._stop_taking_frames(timeout=self.STOP_TIMEOUT_S)
         super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
 
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile = RELIABLE) -> Any:
         """A result publisher (lifecycle: publishes only while active), destroyed at cleanup."""
