@@ -19,7 +19,6 @@ from av_scene_vlm.cli.main import main
 from av_scene_vlm.core import bag as B
 from av_scene_vlm.core.engine import ZeroShotEngine
 from av_scene_vlm.core.naming import output_namespace, output_topic
-from av_scene_vlm.core.tasks import parse_tasks
 from clip_reference import clip_reference, photo_prompts
 from fleet_bags import header, jpeg_image, raw_image
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -34,12 +33,6 @@ SUFFIX = {"sqlite3": ".db3", "mcap": ".mcap"}
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine(tiny_clip) -> ZeroShotEngine:
-    tasks = parse_tasks({"road_user": ["car", "truck", "bus"], "weather": ["clear", "rain", "fog"]})
-    return ZeroShotEngine(str(tiny_clip), tasks=tasks)
-
-
 def write_drive(path: Path, store, storage: str, rng, n: int = 4, bad: bool = False) -> list[dict]:
     """Two cameras × n frames 1 s apart (front: raw encodings with padding, rear: jpeg) and a String
     topic. Returns the image records in bag order with their decoded frames (None = undecodable)."""

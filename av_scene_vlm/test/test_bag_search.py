@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from av_scene_vlm.core import bag as B
 from av_scene_vlm.core.engine import ZeroShotEngine
-from av_scene_vlm.core.tasks import parse_tasks
 from fleet_bags import header, raw_image
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 FRONT = "/front/image_raw"
 T0 = 1_700_000_000
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_clip) -> ZeroShotEngine:
-    tasks = parse_tasks({"road_user": ["car", "truck", "bus"], "weather": ["clear", "rain", "fog"]})
-    return ZeroShotEngine(str(tiny_clip), tasks=tasks)
 
 
 QUERY = "a pedestrian crossing at night"
