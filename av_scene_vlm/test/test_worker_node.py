@@ -52,6 +52,16 @@ def _start(tmp_path: Path, model: Path, topic: str, *extra: str) -> NodeProcess:
     return NodeProcess(CLIP, ["clip_node"], args, tmp_path / "clip_node.log")
 
 
+def _in_process(ros, model: Path, **params):  # -> ClipNode
+    """clip_node in this process, not started (autostart false), spun by the test's executor."""
+    from av_scene_vlm.ros.clip_node import ClipNode
+
+    ctx, spinner = ros
+    values = {"autostart": False, "model": str(model), "labels": ["car", "bus"], **params}
+    overrides = [Parameter(k, value=v) for k, v in values.items()]
+    return spinner.add(ClipNode("clip_node", context=ctx, parameter_overrides=overrides))
+
+
 def _classify_one(probe: Probe, pub, results: str, tag: str) -> None:
     """Publish frames tagged `tag` until one comes back classified (the node is active and works)."""
     frame = np.full((24, 32, 3), 80, np.uint8)
@@ -100,18 +110,9 @@ def test_cuda_memory_allocated_returns_to_the_pre_configure_level(ros, tiny_clip
         pytest.skip(
             "no CUDA device here: the CPU part (resident memory) is test_cleanup_gives_the_memory_back"
         )
-    from av_scene_vlm.ros.clip_node import ClipNode
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    ctx, spinner = ros
-    overrides = {"autostart": False, "model": str(tiny_clip), "labels": ["car", "bus"], "device": "cuda"}
-    node = spinner.add(
-        ClipNode(
-            "clip_node",
-            context=ctx,
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
-    )
+    node = _in_process(ros, tiny_clip, device="cuda")
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -167,18 +168,9 @@ def test_twenty_cycles_leave_no_threads_files_or_memory_behind(ros, tiny_clip, t
 
 def test_a_bad_parameter_fails_configure_and_can_be_fixed(ros, tiny_clip) -> None:
     """In-process, fast: the one-line reason, the node alive and unconfigured; fixed, it configures."""
-    from av_scene_vlm.ros.clip_node import ClipNode
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    ctx, spinner = ros
-    overrides = {"autostart": False, "model": str(tiny_clip), "labels": ["car", "bus"], "max_batch": "abc"}
-    node = spinner.add(
-        ClipNode(
-            "clip_node",
-            context=ctx,
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
-    )
+    node = _in_process(ros, tiny_clip, max_batch="abc")
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE and node.state == "unconfigured"
     assert str(node.transition_error).startswith("parameter 'max_batch' expects an integer, got string 'abc'")
     assert node.set_parameters([Parameter("model", value="/no/such/model")])[0].successful  # unconfigured
