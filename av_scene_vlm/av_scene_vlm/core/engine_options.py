@@ -66,11 +66,13 @@ class EngineOptions:
         """Every option valid (BackendError), without torch and without looking for the model."""
         check_options(self.backend, self.onnx_providers, self.onnx_threads)
 
-    def check(self) -> None:
-        """Every option valid and the model there (BackendError / ModelLoadError), without torch."""
+    def check(self, validated: bool = False) -> None:
+        """Every option valid (unless already `validated`) and the model there (BackendError /
+        ModelLoadError), without torch."""
         from .models import ensure_available
 
-        self.validate()
+        if not validated:
+            self.validate()
         ensure_available(self.model)
 
     def engine_kwargs(self) -> dict[str, Any]:
@@ -115,11 +117,13 @@ class CaptionerOptions:
         if self.min_pixels < 0 or self.max_pixels < 0:
             raise ValueError("caption_min_pixels and caption_max_pixels must be >= 0 (0 = the checkpoint's)")
 
-    def check(self) -> None:
-        """The bounds valid and the model there (ValueError / ModelLoadError), without torch."""
+    def check(self, validated: bool = False) -> None:
+        """The bounds valid (unless already `validated`) and the model there (ValueError /
+        ModelLoadError), without torch."""
         from .models import ensure_available
 
-        self.validate()
+        if not validated:
+            self.validate()
         ensure_available(self.model, DEFAULT_CAPTION_MODEL)
 
     def build(self) -> Captioner:

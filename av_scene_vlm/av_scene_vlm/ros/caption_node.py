@@ -181,7 +181,7 @@ class CaptionNode(WorkerNode):
     # ---- lifecycle ------------------------------------------------------------------------------
     def _configure(self, s: CaptionSettings) -> None:
         if self._given_captioner is None:
-            s.captioner.check()  # missing models fail here, before torch is imported
+            s.captioner.check(validated=True)  # missing models fail here, before torch is imported
             if s.computes_embeddings:
                 s.clip.check()
             self.get_logger().info(

@@ -112,7 +112,7 @@ class ClipNode(WorkerNode):
     # ---- lifecycle ------------------------------------------------------------------------------
     def _configure(self, s: ClipSettings) -> None:
         if self._given_engine is None:
-            s.engine.check()  # a missing model fails here, before torch is imported
+            s.engine.check(validated=True)  # a missing model fails here, before torch is imported
             self.get_logger().info(
                 f"loading CLIP model '{s.engine.model}' (device={s.engine.device}, dtype={s.engine.dtype}, "
                 f"backend={s.engine.backend})"
