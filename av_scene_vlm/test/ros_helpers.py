@@ -99,6 +99,16 @@ class Spinner:
             node.destroy_node()
 
 
+def make_clip_node(ctx, spinner: Spinner, model, engine=None, **params):  # -> ClipNode
+    """clip_node in this process (started: autostart), with `model` and `params` as parameter
+    overrides, spun by `spinner`; `engine`: an already loaded engine to use."""
+    from av_scene_vlm.ros.clip_node import ClipNode
+    from rclpy.parameter import Parameter
+
+    overrides = [Parameter(k, value=v) for k, v in {"model": str(model), **params}.items()]
+    return spinner.add(ClipNode("clip_node", context=ctx, parameter_overrides=overrides, engine=engine))
+
+
 def header(i: int, frame_id: str) -> Header:
     h = Header(frame_id=frame_id)
     h.stamp.sec, h.stamp.nanosec = 1_700_000_000 + i, 1000 * i + 7
