@@ -48,7 +48,8 @@ def synthetic_frame(h: int, w: int, i: int, cam: int, rng: np.random.Generator) 
 def write_drive(path: Path, cameras: int, frames: int, h: int, w: int, rate: float, storage: str) -> list:
     """The benchmark bag; returns the decoded frames (what the engine sees) in bag order."""
     from av_scene_vlm.core import bag as B
-    from av_scene_vlm.core.image_codec import decode_compressed, decode_raw, encode_compressed, encode_raw
+    from av_scene_vlm.core.image_codec import decode_compressed, decode_raw
+    from av_scene_vlm.core.image_encode import encode_compressed, encode_raw
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = B.bag_typestore()

@@ -49,7 +49,7 @@ def rss_mb() -> float:
 def write_drive(path: Path, seconds: float, rate: float, w: int, h: int, seed: int = 0) -> int:
     """A two-camera synthetic drive (JPEG), streamed to disk; returns the frame count."""
     from av_scene_vlm.core import bag as B
-    from av_scene_vlm.core.image_codec import encode_compressed
+    from av_scene_vlm.core.image_encode import encode_compressed
     from av_scene_vlm.core.synthetic import drive_frame
     from rosbags.rosbag2 import StoragePlugin, Writer
 

@@ -38,7 +38,7 @@ use_large_frames_profile()
 
 def run_case(model: str, cameras: int, seconds: float, rate: float, device: str, backend: str) -> dict:
     import rclpy
-    from av_scene_vlm.core.image_codec import encode_raw
+    from av_scene_vlm.core.image_encode import encode_raw
     from av_scene_vlm.core.synthetic import drive
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor

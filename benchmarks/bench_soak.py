@@ -75,7 +75,7 @@ def hardware() -> str:
 
 def camera_messages():
     """(good, bad): prebuilt 640x480 rgb8 Images of a synthetic drive, and four malformed Images."""
-    from av_scene_vlm.core.image_codec import encode_raw
+    from av_scene_vlm.core.image_encode import encode_raw
     from av_scene_vlm.core.synthetic import drive
     from sensor_msgs.msg import Image
 

@@ -26,6 +26,7 @@ echo "floors: $PINS"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -i -E "^(torch|torchvision|transformers|huggingface.hub|numpy|pillow|opencv|pyyaml|matplotlib|tqdm|rosbags) "
 HF_HUB_OFFLINE=1 PYTHONPATH=av_scene_vlm:av_scene_vlm/test "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     av_scene_vlm/test/test_engine.py av_scene_vlm/test/test_captioner.py av_scene_vlm/test/test_image_codec.py \
-    av_scene_vlm/test/test_visualize.py av_scene_vlm/test/test_cli_classify.py av_scene_vlm/test/test_bag.py \
-    av_scene_vlm/test/test_random_weights.py \
+    av_scene_vlm/test/test_visualize.py av_scene_vlm/test/test_cli_classify.py \
+    av_scene_vlm/test/test_bag_process.py av_scene_vlm/test/test_bag_search.py av_scene_vlm/test/test_tasks.py \
+    av_scene_vlm/test/test_smoothing.py av_scene_vlm/test/test_scene_change.py av_scene_vlm/test/test_random_weights.py \
     -k "not test_preprocessing_matches_the_checkpoints_processor"

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import Header
 
-    from av_scene_vlm.core.image_codec import encode_compressed, encode_raw
+    from av_scene_vlm.core.image_encode import encode_compressed, encode_raw
     from av_scene_vlm.core.naming import output_namespace
     from av_scene_vlm.core.synthetic import drive
     from av_scene_vlm_msgs.msg import ClassificationArray, Similarity

@@ -3,6 +3,12 @@
     ros2 launch av_scene_vlm scene_vlm.launch.py
     ros2 launch av_scene_vlm scene_vlm.launch.py image_topics:="['/front/image_raw', '/rear/image_raw']"
     ros2 launch av_scene_vlm scene_vlm.launch.py enable_caption:=false model:=/opt/models/clip rviz:=true
+    ros2 launch av_scene_vlm scene_vlm.launch.py autostart:=false   # unconfigured, for a supervisor
+
+Both nodes are lifecycle nodes, started unconfigured (their `autostart` parameter false): with
+`autostart:=true` (default) this launch file drives each to active with launch_ros lifecycle events
+(configure now; activate once that node is inactive after configuring); with `autostart:=false` they
+wait for `ros2 lifecycle set` or a lifecycle manager.
 
 Every node loads `params_file` first; launch arguments left empty keep the file's values, so a vehicle's
 params file stays the single source of truth and the command line only overrides what it names.
@@ -16,11 +22,15 @@ from __future__ import annotations
 import yaml
 from launch import LaunchContext, LaunchDescription
 from launch.action import Action
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 PACKAGE = "av_scene_vlm"
 # Fast DDS 3.x (Kilted) and 2.x (Humble, Jazzy) read the default profile from different variables.
@@ -68,6 +78,26 @@ def large_frames_env(context: LaunchContext) -> dict[str, str]:
     return dict.fromkeys(PROFILE_VARIABLES, profile)
 
 
+def _managed(node: LifecycleNode, autostart: bool) -> list[Action]:
+    """The node, and with `autostart` the events that bring it to active: configure at once, activate
+    when it reaches inactive from configuring (not after a later deactivate)."""
+    if not autostart:
+        return [node]
+
+    def change(transition: int) -> EmitEvent:
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition)
+        )
+
+    activate = OnStateTransition(
+        target_lifecycle_node=node,
+        start_state="configuring",
+        goal_state="inactive",
+        entities=[change(Transition.TRANSITION_ACTIVATE)],
+    )
+    return [RegisterEventHandler(activate), node, change(Transition.TRANSITION_CONFIGURE)]
+
+
 def _nodes(context: LaunchContext) -> list[Action]:
     """Build the nodes once the arguments are known (optional overrides need real values)."""
     params_file = LaunchConfiguration("params_file").perform(context)
@@ -75,13 +105,15 @@ def _nodes(context: LaunchContext) -> list[Action]:
     use_sim_time = _as_bool("use_sim_time", LaunchConfiguration("use_sim_time").perform(context))
     enable_caption = _as_bool("enable_caption", LaunchConfiguration("enable_caption").perform(context))
     rviz = _as_bool("rviz", LaunchConfiguration("rviz").perform(context))
+    autostart = _as_bool("autostart", LaunchConfiguration("autostart").perform(context))
     topics = _as_topics(LaunchConfiguration("image_topics").perform(context))
     model = LaunchConfiguration("model").perform(context).strip()
     caption_model = LaunchConfiguration("caption_model").perform(context).strip()
     env = large_frames_env(context)
 
     # Overrides come after params_file in `parameters`, so they win; empty arguments add nothing.
-    common: dict[str, object] = {"use_sim_time": use_sim_time}
+    # The nodes never start themselves here: this file (or a supervisor) drives their life cycle.
+    common: dict[str, object] = {"use_sim_time": use_sim_time, "autostart": False}
     if topics:
         common["image_topics"] = topics
     clip_params: dict[str, object] = {**common}
@@ -92,31 +124,29 @@ def _nodes(context: LaunchContext) -> list[Action]:
     if caption_model:
         caption_params["caption_model"] = ParameterValue(caption_model, value_type=str)
 
-    actions: list[Action] = [
-        Node(
+    clip = LifecycleNode(
+        package=PACKAGE,
+        executable="clip_node",
+        name="clip_node",
+        namespace=namespace,
+        parameters=[params_file, clip_params],
+        output="screen",
+        emulate_tty=True,
+        additional_env=env,
+    )
+    actions = _managed(clip, autostart)
+    if enable_caption:
+        caption = LifecycleNode(
             package=PACKAGE,
-            executable="clip_node",
-            name="clip_node",
+            executable="caption_node",
+            name="caption_node",
             namespace=namespace,
-            parameters=[params_file, clip_params],
+            parameters=[params_file, caption_params],
             output="screen",
             emulate_tty=True,
             additional_env=env,
         )
-    ]
-    if enable_caption:
-        actions.append(
-            Node(
-                package=PACKAGE,
-                executable="caption_node",
-                name="caption_node",
-                namespace=namespace,
-                parameters=[params_file, caption_params],
-                output="screen",
-                emulate_tty=True,
-                additional_env=env,
-            )
-        )
+        actions += _managed(caption, autostart)
     if rviz:
         actions.append(
             Node(
@@ -161,6 +191,12 @@ def generate_launch_description() -> LaunchDescription:
                 "enable_caption",
                 default_value="true",
                 description="Also start caption_node (Qwen2.5-VL captions at a low rate).",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="Drive the lifecycle nodes to active (configure, then activate); false: "
+                "they wait unconfigured for `ros2 lifecycle set` or a lifecycle manager.",
             ),
             DeclareLaunchArgument(
                 "rviz", default_value="false", description="Start RViz with the camera and heatmap."

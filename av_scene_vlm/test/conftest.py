@@ -1,11 +1,15 @@
-"""Shared fixtures: keep DDS on this machine and Hugging Face offline, build tiny models once."""
+"""Shared fixtures: keep DDS on this machine and Hugging Face offline, build tiny models once, and
+what many test modules need: image files, a tiny engine, a bag typestore, the CLI in a process."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,60 @@ def tiny_clip_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from av_scene_vlm.random_weights import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip-2", seed=1)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_clip):  # -> ZeroShotEngine
+    """The tiny CLIP with two tasks (road_user, weather); a module that needs others defines its own."""
+    from av_scene_vlm.core.engine import ZeroShotEngine
+    from av_scene_vlm.core.tasks import parse_tasks
+
+    tasks = parse_tasks({"road_user": ["car", "truck", "bus"], "weather": ["clear", "rain", "fog"]})
+    return ZeroShotEngine(str(tiny_clip), tasks=tasks)
+
+
+def write_images(directory: Path, frames: Sequence[np.ndarray]) -> list[str]:
+    """RGB frames as PNG files (lossless) `frame<i>.png` in `directory`; their paths."""
+    import cv2
+
+    paths = []
+    for i, rgb in enumerate(frames):
+        path = directory / f"frame{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def image_files(tmp_path: Path, rng: np.random.Generator) -> list[str]:
+    """Three noise images of different shapes (a wide, a 7 px narrow and a square one) as PNG files."""
+    return write_images(
+        tmp_path, [rng.integers(0, 256, s, dtype=np.uint8) for s in [(90, 160, 3), (300, 7, 3), (64, 64, 3)]]
+    )
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """`run_cli(*args)`: `av-scene-vlm ARGS` in a process of its own, offline, output captured."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "av_scene_vlm.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def store():
+    """The rosbags typestore of bags: the standard messages and ours."""
+    from av_scene_vlm.core.bag import bag_typestore
+
+    return bag_typestore()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from av_scene_vlm.core.image_codec import encode_compressed
+from av_scene_vlm.core.image_encode import encode_compressed
 
 
 @dataclass(frozen=True)

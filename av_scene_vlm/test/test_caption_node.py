@@ -18,7 +18,8 @@ rclpy = pytest.importorskip("rclpy")
 
 from av_scene_vlm.core.captioner import DEFAULT_PROMPT  # noqa: E402
 from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
-from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode, cosine_distance  # noqa: E402
+from av_scene_vlm.core.scene_change import cosine_distance  # noqa: E402
+from av_scene_vlm.ros.caption_node import PARAMETERS, CaptionNode  # noqa: E402
 from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -163,9 +164,7 @@ def test_scene_change_trigger_from_similarity_topic(ros, tiny_qwen) -> None:
         sim_pub.publish(Similarity(header=hdr, image_embedding=emb.tolist(), model_id="test"))
         assert wait_for(
             lambda: (
-                node._received_embedding(
-                    node.cameras[0], (hdr.stamp.sec, hdr.stamp.nanosec, "cam"), exact=True
-                )
+                node.scenes.received("/cam/image_raw", (hdr.stamp.sec, hdr.stamp.nanosec, "cam"), exact=True)
                 is not None
             )
         )
@@ -380,3 +379,51 @@ def test_caption_errors_are_counted_and_reported_then_recovered(ros, tiny_qwen) 
     assert captioner_statuses()[-1].level == DiagnosticStatus.OK, captioner_statuses()[-1].message
     cam = node.cameras[0]
     assert wait_for(lambda: (cam.received, cam.processed, cam.failed) == (2, 1, 1)), vars(cam)
+
+
+def test_compiled_decoder_warms_up_before_captions(ros, tiny_qwen, tiny_clip) -> None:
+    """caption_compile on (here on a CPU, through inductor): the caption worker compiles before its
+    first caption, /diagnostics shows it compiling and then how long it took, no caption comes
+    before, and a clip_node in the same process keeps classifying meanwhile."""
+    from ros_helpers import make_clip_node
+
+    ctx, spinner = ros
+    topic = "/cmp/image_raw"
+    node = make_node(
+        ctx, spinner, tiny_qwen, image_topics=[topic], caption_period=0.0, caption_compile="on",
+        caption_max_new_tokens=2, diagnostics_period=0.2,
+    )  # fmt: skip
+    make_clip_node(
+        ctx, spinner, tiny_clip, image_topics=[topic], labels=["car", "truck"], tasks="", heatmap=False
+    )
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/cmp/scene/classification", 1000)
+    probe.listen(Caption, "/cmp/scene/caption", 1000)
+    probe.listen(DiagnosticArray, "/diagnostics", 5000)
+    pub = probe.camera_publisher(Image, topic)
+    spinner.start()
+    assert wait_matched(node, pub)
+
+    def compile_values() -> list[str]:
+        statuses = [s for arr in probe.messages("/diagnostics") for s in arr.status]
+        ours = [s for s in statuses if s.name.endswith(": captioner")]
+        return [kv.value for s in ours for kv in s.values if kv.key == "compile"]
+
+    classified_while_compiling, i = 0, 0
+    deadline = time.monotonic() + 240
+    while not probe.messages("/cmp/scene/caption") and time.monotonic() < deadline:
+        pub.publish(image_msg(frame(i), "rgb8", header(i, "cmp")))
+        i += 1
+        time.sleep(0.1)
+        if node._compile_state == "compiling":
+            classified_while_compiling = len(probe.messages("/cmp/scene/classification"))
+    assert probe.messages("/cmp/scene/caption"), compile_values()[-3:]
+    assert node.captioner.batch_sizes == (1,) and node.captioner.compile_seconds > 0
+    assert classified_while_compiling > 0, "clip_node published nothing while the captioner compiled"
+    assert wait_for(lambda: any(v.startswith("compiled in") for v in compile_values()))
+    values = compile_values()
+    assert "compiling" in values, set(values)
+    first_compiled = next(k for k, v in enumerate(values) if v.startswith("compiled in"))
+    assert "compiling" not in values[first_compiled:] and "compiled in" not in " ".join(
+        values[:first_compiled]
+    )

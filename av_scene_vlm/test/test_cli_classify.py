@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from av_scene_vlm.cli.main import main
 from clip_reference import clip_reference, photo_prompts
+from conftest import write_images
 
 
 @pytest.fixture
@@ -20,12 +18,7 @@ def images(tmp_path, rng) -> list[str]:
     another template change the printed probabilities) and a noise image of an odd shape."""
     yy, xx = np.mgrid[0:90, 0:160]
     gradient = np.stack([xx * 255 // 160, yy * 255 // 90, np.full_like(xx, 40)], -1).astype(np.uint8)
-    paths = []
-    for i, rgb in enumerate([gradient, rng.integers(0, 256, (300, 7, 3), dtype=np.uint8)]):
-        p = tmp_path / f"frame{i}.png"
-        cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        paths.append(str(p))
-    return paths
+    return write_images(tmp_path, [gradient, rng.integers(0, 256, (300, 7, 3), dtype=np.uint8)])
 
 
 def test_notebook_output(tiny_clip, images, capsys) -> None:
@@ -45,16 +38,8 @@ def test_notebook_output(tiny_clip, images, capsys) -> None:
     assert out[6] == images[1] and out[11].startswith("Predicted Label: ")
 
 
-def test_json_output_in_subprocess(tiny_clip, images) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    args = ["classify", *images, "--labels", "car", "truck", "--model", str(tiny_clip), "--json"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "av_scene_vlm.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def test_json_output_in_subprocess(tiny_clip, images, run_cli) -> None:
+    proc = run_cli("classify", *images, "--labels", "car", "truck", "--model", str(tiny_clip), "--json")
     assert proc.returncode == 0, proc.stderr
     objs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [o["image"] for o in objs] == images

@@ -1,4 +1,5 @@
-"""clip_node over real DDS with a tiny CLIP: topics, headers, parity, relabel, bad input, overload."""
+"""clip_node over real DDS with a tiny CLIP: topics, headers, parity, bad input, overload, errors.
+(Its runtime parameters — relabel, smoothing, min_publish_period — are test_param_services.py.)"""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from av_scene_vlm.core.engine import ZeroShotEngine  # noqa: E402
-from av_scene_vlm.core.tasks import parse_tasks  # noqa: E402
 from av_scene_vlm.ros.clip_node import ClipNode  # noqa: E402
 from clip_reference import clip_reference, photo_prompts  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
-from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_helpers import Probe, compressed_msg, header, image_msg, run_node_offline, wait_for, wait_matched  # noqa: E402
+from ros_helpers import (  # noqa: E402
+    Probe,
+    compressed_msg,
+    header,
+    image_msg,
+    make_clip_node,
+    run_node_offline,
+    wait_for,
+    wait_matched,
+)
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity  # noqa: E402
@@ -31,16 +37,9 @@ TASKS_YAML = (
 )
 
 
-def make_node(ctx, spinner, tiny_clip, engine=None, **params) -> ClipNode:
-    overrides = [Parameter(k, value=v) for k, v in {"model": str(tiny_clip), **params}.items()]
-    node = ClipNode("clip_node", context=ctx, parameter_overrides=overrides, engine=engine)
-    spinner.add(node)
-    return node
-
-
 def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
     ctx, spinner = ros
-    node = make_node(
+    node = make_clip_node(
         ctx,
         spinner,
         tiny_clip,
@@ -60,7 +59,7 @@ def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
     rear = probe.camera_publisher(CompressedImage, "/rear/image_raw/compressed")
     spinner.start()
     assert wait_matched(node, front, rear)
-    assert wait_for(lambda: node._pubs["/front/image_raw"][2].get_subscription_count() > 0)
+    assert wait_for(lambda: node._pubs["/front/image_raw"]["heatmap"].get_subscription_count() > 0)
 
     frames = {"front": rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)}
     yy, xx = np.mgrid[0:90, 0:200]
@@ -109,59 +108,6 @@ def test_two_cameras_outputs_headers_and_parity(ros, tiny_clip, rng) -> None:
     assert [t.task for t in labels[-1].tasks] == ["road_user", "weather"]
 
 
-def _set_params(probe, spinner, params: dict) -> list:
-    client = probe.create_client(SetParameters, "/clip_node/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
-    req = SetParameters.Request()
-    for name, value in params.items():
-        if isinstance(value, list):
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        req.parameters.append(ParameterMsg(name=name, value=pv))
-    future = client.call_async(req)
-    assert wait_for(future.done, timeout=10)
-    return future.result().results
-
-
-def test_runtime_relabel_and_invalid_rejected(ros, tiny_clip, rng) -> None:
-    ctx, spinner = ros
-    node = make_node(
-        ctx, spinner, tiny_clip, image_topics=["/cam/image_raw"], labels=["car", "truck"], tasks=""
-    )
-    probe = spinner.add(Probe(ctx))
-    probe.listen(ClassificationArray, "/cam/scene/classification")
-    pub = probe.camera_publisher(Image, "/cam/image_raw")
-    spinner.start()
-    assert wait_matched(node, pub)
-    frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-
-    def publish_and_get(i: int) -> ClassificationArray:
-        n = len(probe.messages("/cam/scene/classification"))
-        pub.publish(image_msg(frame, "rgb8", header(i, "cam")))
-        assert wait_for(lambda: len(probe.messages("/cam/scene/classification")) > n)
-        return probe.messages("/cam/scene/classification")[-1]
-
-    assert list(publish_and_get(1).results[0].labels) == ["car", "truck"]
-    calls = node.engine.text_encoder_calls
-    results = _set_params(probe, spinner, {"labels": ["bus", "pedestrian", "animal"]})
-    assert results[0].successful, results[0].reason
-    msg = publish_and_get(2)
-    assert list(msg.results[0].labels) == ["bus", "pedestrian", "animal"]
-    assert node.engine.text_encoder_calls == calls + 1
-    # Invalid: a one-label task, and broken YAML -> rejected with a reason, old labels stay.
-    bad = _set_params(probe, spinner, {"labels": ["only"]})
-    assert not bad[0].successful and "at least 2 labels" in bad[0].reason
-    bad = _set_params(probe, spinner, {"tasks": "weather: [clear, rain"})
-    assert not bad[0].successful and "YAML" in bad[0].reason
-    assert node.get_parameter("labels").value == ["bus", "pedestrian", "animal"]
-    assert list(publish_and_get(3).results[0].labels) == ["bus", "pedestrian", "animal"]
-    # Multi-task YAML at runtime.
-    ok = _set_params(probe, spinner, {"tasks": "weather: [clear, fog]", "labels": [""]})
-    assert all(r.successful for r in ok), [r.reason for r in ok]
-    assert [r.task for r in publish_and_get(4).results] == ["weather"]
-
-
 def _malformed(rng, i: int):
     """A malformed Image or CompressedImage (random sizes, steps, encodings, truncated data, bad JPEG)."""
     kind = i % 6
@@ -188,7 +134,7 @@ def _malformed(rng, i: int):
 
 def test_malformed_flood_then_valid_frame(ros, tiny_clip, rng) -> None:
     ctx, spinner = ros
-    node = make_node(
+    node = make_clip_node(
         ctx,
         spinner,
         tiny_clip,
@@ -238,7 +184,7 @@ def test_malformed_flood_then_valid_frame(ros, tiny_clip, rng) -> None:
 
 def test_overload_keeps_newest_and_counts_drops(ros, tiny_clip, rng) -> None:
     ctx, spinner = ros
-    node = make_node(
+    node = make_clip_node(
         ctx,
         spinner,
         tiny_clip,
@@ -279,18 +225,18 @@ def test_overload_keeps_newest_and_counts_drops(ros, tiny_clip, rng) -> None:
 
 
 class BlockingEngine(ZeroShotEngine):
-    """A real engine whose classify waits until the test releases it (inference as slow as we like)."""
+    """A real engine whose submit waits until the test releases it (inference as slow as we like)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.entered, self.release = threading.Event(), threading.Event()
         self.batches: list[list[tuple[int, ...]]] = []  # shapes of the frames of each call
 
-    def classify(self, frames, **kwargs):
+    def submit(self, frames, **kwargs):
         self.batches.append([f.shape[:2] for f in frames])
         self.entered.set()
         assert self.release.wait(60), "test never released the engine"
-        return super().classify(frames, **kwargs)
+        return super().submit(frames, **kwargs)
 
 
 def test_busy_worker_holds_one_frame_per_camera(ros, tiny_clip, rng) -> None:
@@ -300,7 +246,7 @@ def test_busy_worker_holds_one_frame_per_camera(ros, tiny_clip, rng) -> None:
     engine = BlockingEngine(str(tiny_clip))
     n = 200
     topics = ["/busy_a/image_raw", "/busy_b/image_raw"]
-    node = make_node(
+    node = make_clip_node(
         ctx, spinner, tiny_clip, engine=engine, image_topics=topics, labels=["car", "truck"], tasks="",
         heatmap=False, input_reliability="reliable", input_depth=2 * n,  # DDS delivers every frame
     )  # fmt: skip
@@ -347,60 +293,6 @@ def test_missing_model_exits_nonzero_quickly() -> None:
     assert "Traceback" not in out
 
 
-def test_smoothing_and_min_publish_period(ros, tiny_clip, rng) -> None:
-    ctx, spinner = ros
-    node = make_node(
-        ctx, spinner, tiny_clip, image_topics=["/ema/image_raw"], labels=["car", "truck", "bus"], tasks="",
-        smoothing=0.5, heatmap=False,
-    )  # fmt: skip
-    probe = spinner.add(Probe(ctx))
-    probe.listen(ClassificationArray, "/ema/scene/classification")
-    pub = probe.camera_publisher(Image, "/ema/image_raw")
-    spinner.start()
-    assert wait_matched(node, pub)
-    frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
-    reference = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks({"default": ["car", "truck", "bus"]}))
-    raw = [reference.classify(f)[0].tasks[0].probabilities for f in frames]
-    for i, frame in enumerate(frames):
-        pub.publish(image_msg(frame, "rgb8", header(i, f"ema{i}")))
-        assert wait_for(lambda i=i: len(probe.messages("/ema/scene/classification")) == i + 1)
-    got = [np.array(m.results[0].probabilities) for m in probe.messages("/ema/scene/classification")]
-    expected = raw[0]
-    np.testing.assert_allclose(got[0], expected, atol=1e-5)  # the first frame starts the average
-    for k in (1, 2):
-        expected = 0.5 * expected + 0.5 * raw[k]
-        np.testing.assert_allclose(got[k], expected, atol=1e-5)
-    assert (
-        probe.messages("/ema/scene/classification")[2].results[0].top_label
-        == ["car", "truck", "bus"][int(np.argmax(expected))]
-    )
-
-    # min_publish_period: within the period every frame is skipped and counted, none published.
-    assert not node.set_parameters([Parameter("min_publish_period", value=-1.0)])[0].successful
-    assert not node.set_parameters([Parameter("smoothing", value=1.0)])[0].successful
-    assert node.set_parameters([Parameter("min_publish_period", value=3600.0)])[0].successful
-    cam = node.cameras[0]
-    skipped = cam.skipped_period
-    for k in range(3):
-        pub.publish(image_msg(frames[k], "rgb8", header(10 + k, f"p{k}")))
-        assert wait_for(lambda k=k: cam.skipped_period == skipped + k + 1), cam.skipped_period
-        if k == 0:  # the worker skipped p0, so it had finished publishing ema2 before now (same clock)
-            after_last_publish = time.monotonic()
-    # A period that has already passed since the last result (half the time measured since): the
-    # next frame is published. It is also the sentinel for the negative check: the worker takes
-    # frames in order, so once it is out, the skipped frames have had every chance to appear.
-    elapsed = time.monotonic() - after_last_publish
-    assert node.set_parameters([Parameter("min_publish_period", value=elapsed / 2)])[0].successful
-    pub.publish(image_msg(frames[0], "rgb8", header(20, "sentinel")))
-
-    def ids() -> list[str]:
-        return [m.header.frame_id for m in probe.messages("/ema/scene/classification")]
-
-    assert wait_for(lambda: "sentinel" in ids()), ids()
-    assert ids() == ["ema0", "ema1", "ema2", "sentinel"]
-    assert cam.skipped_period == skipped + 3
-
-
 @pytest.mark.parametrize(
     ("param", "value", "reason"),
     [
@@ -421,23 +313,26 @@ def test_bad_input_parameters_fail_before_the_model_loads(ros, tmp_path, param, 
 
 
 class FailingEngine(ZeroShotEngine):
-    """A real engine whose first `fail` classify calls raise, as a GPU out of memory would."""
+    """A real engine whose first `fail` batches raise, as a GPU out of memory would; records the size
+    of every batch it is given."""
 
     def __init__(self, *args, fail: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fail = fail
+        self.sizes: list[int] = []
 
-    def classify(self, *args, **kwargs):
+    def submit(self, frames, **kwargs):
+        self.sizes.append(len(frames))
         if self.fail > 0:
             self.fail -= 1
             raise RuntimeError("CUDA out of memory (injected)")
-        return super().classify(*args, **kwargs)
+        return super().submit(frames, **kwargs)
 
 
 def test_inference_errors_are_counted_and_reported_then_recovered(ros, tiny_clip, rng) -> None:
     ctx, spinner = ros
     engine = FailingEngine(str(tiny_clip), fail=2)
-    node = make_node(
+    node = make_clip_node(
         ctx, spinner, tiny_clip, engine=engine, image_topics=["/err/image_raw"], labels=["car", "truck"],
         tasks="", heatmap=False, diagnostics_period=0.2,
     )  # fmt: skip
@@ -481,3 +376,79 @@ def test_inference_errors_are_counted_and_reported_then_recovered(ros, tiny_clip
     assert wait_for(lambda: counts() == (3, 1, 2, 0, 0)), counts()
     camera_values = {kv.key: kv.value for kv in probe.messages("/diagnostics")[-1].status[1].values}
     assert camera_values["failed"] == "2"
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError (the node releases cached memory on that name)."""
+
+
+class GatedEngine(ZeroShotEngine):
+    """A real engine whose first batch waits for the test's gate and whose batches numbered in
+    `fail` (1-based) run out of memory; records every batch's size and memory releases."""
+
+    def __init__(self, *args, fail: set[int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail, self.sizes, self.released = fail, [], 0
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def submit(self, frames, **kwargs):
+        self.sizes.append(len(frames))
+        if len(self.sizes) == 1:
+            self.entered.set()
+            assert self.gate.wait(60), "test never opened the gate"
+        if len(self.sizes) in self.fail:
+            raise OutOfMemoryError("CUDA out of memory (injected)")
+        return super().submit(frames, **kwargs)
+
+    def release_memory(self) -> None:
+        self.released += 1
+        super().release_memory()
+
+
+def test_failed_batch_halves_the_next_batches(ros, tiny_clip, rng) -> None:
+    """Out of memory in a batch of 4 cameras: its frames count as failed, cached memory is released,
+    the next batches take 2 frames, every camera is answered again, and /diagnostics says why."""
+    ctx, spinner = ros
+    engine = GatedEngine(str(tiny_clip), fail={2})
+    topics = [f"/oom{i}/image_raw" for i in range(4)]
+    node = make_clip_node(
+        ctx, spinner, tiny_clip, engine=engine, image_topics=topics, labels=["car", "truck"], tasks="",
+        heatmap=False, max_batch=4, diagnostics_period=0.2, input_reliability="reliable", input_depth=4,
+    )  # fmt: skip
+    probe = spinner.add(Probe(ctx))
+    for i in range(4):
+        probe.listen(ClassificationArray, f"/oom{i}/scene/classification", 10)
+    probe.listen(DiagnosticArray, "/diagnostics", 200)
+    pubs = [probe.camera_publisher(Image, t, depth=4) for t in topics]
+    spinner.start()
+    assert wait_matched(node, *pubs)
+    frame = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    pubs[0].publish(image_msg(frame, "rgb8", header(0, "warm")))
+    assert engine.entered.wait(20), "the first frame never reached the engine"
+    for i, pub in enumerate(pubs):  # wait in the slots while the worker is held: one batch of 4
+        pub.publish(image_msg(frame, "rgb8", header(1, f"lost{i}")))
+    assert wait_for(lambda: [c.received for c in node.cameras] == [2, 1, 1, 1]), [
+        c.received for c in node.cameras
+    ]
+    engine.gate.set()
+    assert wait_for(lambda: sum(c.failed for c in node.cameras) == 4), [c.failed for c in node.cameras]
+    assert engine.sizes[:2] == [1, 4] and engine.released == 1
+    for i, pub in enumerate(pubs):
+        pub.publish(image_msg(frame, "rgb8", header(2, f"ok{i}")))
+
+    def answered() -> list[str]:
+        msgs = [m for i in range(4) for m in probe.messages(f"/oom{i}/scene/classification")]
+        return sorted(m.header.frame_id for m in msgs)
+
+    assert wait_for(lambda: answered() == ["ok0", "ok1", "ok2", "ok3", "warm"]), answered()
+    assert max(engine.sizes[2:]) == 2, engine.sizes  # halved after the failure
+
+    def engine_status():
+        statuses = [s for arr in probe.messages("/diagnostics") for s in arr.status]
+        return [s for s in statuses if s.name.endswith(": engine")]
+
+    assert wait_for(lambda: any("batches held at 2" in s.message for s in engine_status()))
+    held = next(s for s in engine_status() if "batches held at 2" in s.message)
+    assert held.level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+    values = {kv.key: kv.value for kv in held.values}
+    assert values["batch_limit"] == "2" and values["failed_batches"] == "1"

@@ -20,9 +20,8 @@ from av_scene_vlm.core.image_codec import (
     ImageDecodeError,
     decode_compressed,
     decode_raw,
-    encode_compressed,
-    encode_raw,
 )
+from av_scene_vlm.core.image_encode import encode_compressed, encode_raw
 
 ENCODINGS = sorted(SUPPORTED_ENCODINGS)
 BYTES_PER_PIXEL = {
@@ -239,7 +238,7 @@ def test_yuv422_of_smooth_image_is_close(encoding: str) -> None:
 @pytest.mark.parametrize("uyvy", [True, False])
 def test_numpy_yuv422_fallback_agrees_with_opencv(uyvy: bool) -> None:
     """The numpy encoder used on older OpenCV (ROS Humble) decodes like OpenCV's own encoder."""
-    from av_scene_vlm.core.image_codec import _rgb_to_yuv422_numpy
+    from av_scene_vlm.core.image_encode import _rgb_to_yuv422_numpy
 
     rgb = _smooth(7, 300)
     code = cv2.COLOR_YUV2RGB_UYVY if uyvy else cv2.COLOR_YUV2RGB_YUY2

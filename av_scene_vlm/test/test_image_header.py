@@ -16,9 +16,8 @@ from av_scene_vlm.core.image_codec import (
     check_raw_fields,
     decode_compressed,
     decode_raw,
-    encode_compressed,
-    encode_raw,
 )
+from av_scene_vlm.core.image_encode import encode_compressed, encode_raw
 from av_scene_vlm.core.image_header import MAX_JPEG_MARKERS, HeaderError, compressed_image_size
 from hostile_frames import hostile_all, jpeg_claiming, png_claiming, proc_status_kib, reset_peak_rss
 

@@ -1,8 +1,12 @@
-"""scene_vlm.launch.py with `enable_caption:=false`, run by launch_testing: only clip_node starts.
+"""scene_vlm.launch.py with `enable_caption:=false autostart:=false`, run by launch_testing: only
+clip_node starts, and it waits unconfigured.
 
 The launch file from the ament index with a tiny random CLIP given on the command line (`model:=`);
-the package's own params file otherwise (vehicle tasks). clip_node must answer frames, caption_node
-must be neither launched nor in the graph, and SIGINT at the end must stop clip_node with exit 0.
+the package's own params file otherwise (vehicle tasks). clip_node must come up unconfigured and not
+subscribe to its camera; configured and activated through its lifecycle services (as `ros2 lifecycle
+set` or a lifecycle manager would) it must answer frames. caption_node must be neither launched nor in
+the graph, and SIGINT at the end must stop clip_node with exit 0. (`autostart:=true`, the default, is
+run by test_launch_scene_vlm.py.)
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
-from launch_helpers import CameraProbe, has_source_header, remove_temp_dirs, temp_dir
+from launch_helpers import STARTUP_S, CameraProbe, has_source_header, remove_temp_dirs, temp_dir
 from launch_ros.substitutions import FindPackageShare
+from ros_helpers import Lifecycle
 
 from av_scene_vlm_msgs.msg import ClassificationArray
 
@@ -48,15 +53,20 @@ def generate_test_description():
             "enable_caption": "false",
             "model": str(build_tiny_clip(tmp / "tiny-clip")),
             "image_topics": CAMERA,  # one bare topic is accepted too
+            "autostart": "false",
         }.items(),
     )
     return LaunchDescription([SIGTERM_AFTER, scene, launch_testing.actions.ReadyToTest()])
 
 
 class TestOnlyTheClassifier(unittest.TestCase):
-    def test_clip_node_answers_and_caption_node_is_absent(self, proc_info) -> None:
+    def test_clip_node_waits_then_answers_and_caption_node_is_absent(self, proc_info) -> None:
         probe = CameraProbe("clip_only_probe")
         try:
+            life = Lifecycle(probe.node, "/clip_node")
+            self.assertEqual(life.state(timeout=STARTUP_S), "unconfigured")  # autostart:=false: it waits
+            self.assertEqual(probe.node.count_subscribers(CAMERA), 0)  # no camera subscription yet
+            self.assertTrue(life.set("configure") and life.set("activate"))
             probe.listen(ClassificationArray, RESULTS)
             self.assertTrue(
                 probe.feed(CAMERA, lambda: bool(probe.messages(RESULTS))), f"nothing on {RESULTS}"

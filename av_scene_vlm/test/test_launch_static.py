@@ -375,7 +375,7 @@ def check_launch_file(path: Path, source: str | None = None) -> list[str]:
         if name not in declared:
             lf.problem(call, f"LaunchConfiguration({name!r}) is not declared by DeclareLaunchArgument")
 
-    for call in lf.calls("Node"):
+    for call in lf.calls("Node") + lf.calls("LifecycleNode"):
         scope = lf.scope(call)
         package, executable = lf.text(_kw(call, "package")), lf.text(_kw(call, "executable"))
         if package is None or executable is None:
@@ -471,16 +471,27 @@ def test_launch_file_agrees_with_package(path: Path) -> None:
 
 
 def test_scene_vlm_launch_starts_the_nodes() -> None:
-    """The main launch file starts clip_node and caption_node with the arguments the README documents."""
+    """The main launch file starts clip_node and caption_node (lifecycle nodes) with the arguments the
+    README documents."""
     lf = LaunchFile.load("scene_vlm.launch.py")
-    executables = {lf.text(_kw(c, "executable")) for c in lf.calls("Node")}
-    assert {"clip_node", "caption_node", "rviz2"} <= executables
-    expected = {"image_topics", "namespace", "params_file", "use_sim_time", "enable_caption", "rviz"}
+    managed = {lf.text(_kw(c, "executable")) for c in lf.calls("LifecycleNode")}
+    assert managed == {"clip_node", "caption_node"}
+    assert {lf.text(_kw(c, "executable")) for c in lf.calls("Node")} == {"rviz2"}
+    expected = {
+        "image_topics",
+        "namespace",
+        "params_file",
+        "use_sim_time",
+        "enable_caption",
+        "rviz",
+        "autostart",
+    }
     assert expected | {"model", "caption_model"} <= set(lf.declared)
     defaults = {name: lf.text(_kw(call, "default_value")) for name, call in lf.declared.items()}
     assert defaults["use_sim_time"] == "false"
     assert defaults["enable_caption"] == "true"
     assert defaults["rviz"] == "false"
+    assert defaults["autostart"] == "true"
     assert defaults["model"] == defaults["caption_model"] == ""  # empty = keep the params file
 
 

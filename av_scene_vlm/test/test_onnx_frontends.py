@@ -26,34 +26,24 @@ CUDA_ORT = HAVE_ORT and "CUDAExecutionProvider" in __import__("onnxruntime").get
 LABELS = ["car", "truck", "bus", "cycle"]
 
 
-@pytest.fixture
-def images(tmp_path, rng) -> list[str]:
-    paths = []
-    for i, shape in enumerate([(120, 160, 3), (300, 7, 3)]):
-        path = tmp_path / f"frame{i}.png"
-        cv2.imwrite(str(path), rng.integers(0, 256, shape, dtype=np.uint8))
-        paths.append(str(path))
-    return paths
-
-
 def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 # ---- CLIs and the bag tool ---------------------------------------------------------------------------
 @needs_ort
-def test_cli_commands_take_the_backend(tiny_clip, images, tmp_path, monkeypatch, capsys) -> None:
+def test_cli_commands_take_the_backend(tiny_clip, image_files, tmp_path, monkeypatch, capsys) -> None:
     out: dict[str, dict] = {}
     for backend in ("torch", "onnxruntime"):
         cache = tmp_path / f"cache-{backend}"
         monkeypatch.setenv("AV_SCENE_VLM_ONNX_CACHE", str(cache))
         common = ["--model", str(tiny_clip), "--backend", backend]
-        assert main(["classify", *images, "--labels", *LABELS, "--json", *common]) == 0
+        assert main(["classify", *image_files, "--labels", *LABELS, "--json", *common]) == 0
         classify = _json_lines(capsys.readouterr().out)
-        assert main(["similarity", *images, "--texts", "a truck", "a bus", "--json", *common]) == 0
+        assert main(["similarity", *image_files, "--texts", "a truck", "a bus", "--json", *common]) == 0
         sim = json.loads(capsys.readouterr().out)
         png = tmp_path / f"grid-{backend}.png"
-        assert main(["plot", *images, "--labels", *LABELS, "--out", str(png), *common]) == 0
+        assert main(["plot", *image_files, "--labels", *LABELS, "--out", str(png), *common]) == 0
         assert cv2.imread(str(png)) is not None
         # The onnxruntime runs exported a graph into their cache; the torch runs never touched one.
         entries = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
@@ -112,8 +102,8 @@ def test_bag_tool_takes_the_backend(tiny_clip, tmp_path, rng, monkeypatch, capsy
 
 
 @needs_ort
-def test_cli_rejects_bad_backend_options_in_one_line(tiny_clip, images, tmp_path, capsys) -> None:
-    base = ["classify", images[0], "--labels", "a", "b", "--model", str(tiny_clip)]
+def test_cli_rejects_bad_backend_options_in_one_line(tiny_clip, image_files, tmp_path, capsys) -> None:
+    base = ["classify", image_files[0], "--labels", "a", "b", "--model", str(tiny_clip)]
     assert main([*base, "--onnx-providers", "gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown ONNX Runtime provider 'gpu'" in err and len(err.splitlines()) == 1

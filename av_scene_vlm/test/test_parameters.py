@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,10 +25,8 @@ rclpy = pytest.importorskip("rclpy")
 
 from av_scene_vlm.ros import caption_node, clip_node, scene_vlm  # noqa: E402
 from av_scene_vlm.ros.parameters import KIND_TEXT, kind_of  # noqa: E402
-from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from ros_helpers import Spinner, wait_for  # noqa: E402
+from ros_helpers import NodeProcess  # noqa: E402
 
 TABLES = {
     "clip_node": clip_node.PARAMETERS,
@@ -170,7 +167,7 @@ def test_startup_errors_are_one_line(args: list[str], expected: str) -> None:
     ],
 )
 def test_dash_p_values_are_quoted_as_meant(arg: str, expected: str) -> None:
-    from av_scene_vlm.ros.parameters import quote_param_args
+    from av_scene_vlm.ros.ros_args import quote_param_args
 
     argv = ["clip_node", "--ros-args", "-p", arg, "--", "-p", arg]  # after `--`: not a ROS argument
     quoted = quote_param_args(argv, clip_node.PARAMETERS)
@@ -185,64 +182,6 @@ RUNTIME_ARGS = [
     *("-p", "tasks:=weather: [clear, rain]", "-p", "heatmap:=false"),
     *("-p", "caption_max_new_tokens:=2", "-p", "caption_max_pixels:=12544"),
 ]
-
-
-class NodeProcess:
-    """A node executable running as a subprocess, and a parameter client per node it serves."""
-
-    def __init__(self, module: str, nodes: list[str], args: list[str], log: Path) -> None:
-        self.log = log
-        self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--ros-args", *args],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, HF_HUB_OFFLINE="1"),
-            start_new_session=True,
-        )
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.spinner = Spinner(self.ctx)
-        self.client_node = self.spinner.add(
-            rclpy.create_node(f"param_test_client_{os.getpid()}_{id(self)}", context=self.ctx)
-        )
-        self.spinner.start()
-        self.clients = {n: AsyncParameterClient(self.client_node, f"/{n}") for n in nodes}
-        for name, client in self.clients.items():
-            up = wait_for(lambda c=client: c.services_are_ready() or self.proc.poll() is not None, 180)
-            assert up and self.proc.poll() is None, f"{name} did not start:\n{self.output()}"
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text()
-
-    def call(self, future):
-        assert wait_for(future.done, 30), "no answer from the parameter service"
-        return future.result()
-
-    def get(self, node: str, name: str) -> Parameter:
-        value = self.call(self.clients[node].get_parameters([name])).values[0]
-        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=value))
-
-    def set(self, node: str, name: str, value) -> object:
-        return self.call(self.clients[node].set_parameters([Parameter(name, value=value)])).results[0]
-
-    def delete(self, node: str, name: str) -> object:
-        return self.call(self.clients[node].delete_parameters([name])).results[0]
-
-    def stop(self) -> str:
-        self.spinner.stop()
-        self.client_node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._out.close()
-        return self.log.read_text()
 
 
 PROCESSES = {  # executable -> nodes it serves
@@ -410,7 +349,7 @@ def test_tasks_as_a_yaml_map_in_a_params_file_are_read(tmp_path: Path) -> None:
 
 
 def test_params_file_rewrite_leaves_other_files_alone(tmp_path: Path) -> None:
-    from av_scene_vlm.ros.parameters import params_files_with_yaml_text
+    from av_scene_vlm.ros.ros_args import params_files_with_yaml_text
 
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"tasks": "weather: [clear, rain]"}}}))

@@ -1,9 +1,11 @@
 """The README's `ros2` command lines work as written, against a running node.
 
-Every `ros2 run|param|topic|interface|pkg` command in README.md (code blocks and inline code; a bare
-verb such as `ros2 param set` in prose is a mention, not a command) is run verbatim with bash, in the
-environment `make` sets up (the venv activated: an ament prefix with the ros2 verbs). So a README edit
-that breaks a command fails here. `ros2 launch` lines are run by test_colcon.py; `ros2 bag` needs
+Every `ros2 run|param|topic|interface|pkg|lifecycle` command in README.md (code blocks and inline code;
+a bare verb such as `ros2 param set` in prose is a mention, not a command) is run verbatim with bash, in
+the environment `make` sets up (the venv activated: an ament prefix with the ros2 verbs). So a README
+edit that breaks a command fails here. The managed-node walk-through (the block after
+`<!-- lifecycle-demo -->`) runs against a node of its own, with frames fed in every state. `ros2
+launch` lines are run by test_colcon.py; `ros2 bag` needs
 rosbag2, which is not installable here.
 
 The README's models are hub ids; nothing can be downloaded here, so a temporary Hugging Face cache
@@ -30,17 +32,21 @@ from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL, DEFAULT_CLIP_MODEL
 from launch_helpers import CameraProbe, ament_env, group_alive, interrupt_group, start_group, tool
 
 REPO = Path(__file__).resolve().parents[2]
-VERBS = ("run", "param", "topic", "interface", "pkg")  # the verbs run here
+VERBS = ("run", "param", "topic", "interface", "pkg", "lifecycle")  # the verbs run here
+DEMO = "<!-- lifecycle-demo -->"  # the managed-node walk-through: a block of its own
 REQUIRED = ("run", "param", "topic", "interface")  # the README must show each
 CAMERA = "/camera/image_raw"  # the default camera of config/scene_vlm.yaml
 SNAPSHOT = "0" * 40  # revision name of the cached tiny models
 
 
-def readme_examples() -> list[tuple[str, list[str]]]:
+def readme_examples(demo: bool = False) -> list[tuple[str, list[str]]]:
     """Runnable `ros2 ...` lines of README.md (and lines using `$(ros2 ...)`), in order, each with the
     output the README shows for it: the lines after a `$ command` in a console block (`[...]` stands
-    for anything), else none."""
+    for anything), else none. `demo`: those of the lifecycle walk-through only, else all others."""
     text = (REPO / "README.md").read_text()
+    before, after = text.split(DEMO, 1)
+    block, rest = re.match(r"\s*(```console\n.*?^```)(.*)", after, re.S | re.M).groups()
+    text = block if demo else before + rest
     snippets: list[tuple[str, list[str]]] = []
     for lang, block in re.findall(r"^```(bash|console|sh)\n(.*?)^```", text, re.S | re.M):
         for line in block.splitlines():
@@ -154,6 +160,11 @@ def test_readme_ros2_commands_work_verbatim(env: dict) -> None:
                 break
         assert "/clip_node" in listed.split(), listed
 
+        for command in (c for c in commands if verb(c) == "lifecycle"):  # queries (`set`: the walk-through)
+            assert "/clip_node" in ok(bash(command, env), command) or "activate" in ok(
+                bash(command, env), command
+            )
+
         for command in (c for c in commands if verb(c) == "interface"):
             out = ok(bash(command, env), command)
             msg = shlex.split(command, comments=True)[3].split("/")[-1]
@@ -203,3 +214,105 @@ def test_commands_are_found_in_code_and_prose() -> None:
 def test_shown_output_matching() -> None:
     assert shows("[FATAL] [17.2] [x]: parameter 'a' expects", ["[FATAL] [...] [x]: parameter 'a' expects"])
     assert not shows("Set parameter successful", ["Setting parameter failed: parameter 'a'"])
+
+
+# ---- the managed-node walk-through ------------------------------------------------------------------
+
+
+class Frames:
+    """A camera publisher of the probe that tags every frame with the node's state when it was sent
+    (frame_id): a result may only ever carry the tag of a state in which the node was active."""
+
+    def __init__(self, probe: CameraProbe) -> None:
+        import numpy as np
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from ros_helpers import header, image_msg
+        from sensor_msgs.msg import Image
+
+        self._msg = lambda i, tag: image_msg(np.full((24, 32, 3), i % 256, np.uint8), "rgb8", header(i, tag))
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = probe.node.create_publisher(Image, CAMERA, qos)
+        self.sent = 0
+
+    def send(self, tag: str, n: int = 2) -> None:
+        for _ in range(n):
+            self.pub.publish(self._msg(self.sent, tag))
+            self.sent += 1
+
+    def until(self, tag: str, done, timeout: float = 120.0) -> bool:
+        """Send `tag` frames every 0.2 s until `done()`."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done():
+            self.send(tag, 1)
+            time.sleep(0.2)
+        return done()
+
+
+def test_the_walk_through_shows_every_transition() -> None:
+    demo = [command for command, _ in readme_examples(demo=True)]
+    sets = [shlex.split(c)[4] for c in demo if shlex.split(c)[1:3] == ["lifecycle", "set"]]
+    assert {"configure", "activate", "deactivate", "cleanup", "shutdown"} <= set(sets), sets
+    assert any(shlex.split(c)[1:3] == ["lifecycle", "get"] for c in demo)
+    assert verb(demo[0]) == "run" and "autostart:=false" in demo[0]
+    others = [c for c, _ in readme_examples() if verb(c) == "lifecycle"]  # queries, run by the test above
+    assert not any(shlex.split(c)[2] == "set" for c in others), others
+
+
+def test_readme_lifecycle_walk_through_verbatim(env: dict) -> None:
+    """The README's managed-node commands, verbatim, against the node its `ros2 run` line starts: a
+    configure that fails for a missing model leaves the node alive, a parameter fixes it, and results
+    come only while the node is active — frames are fed in every state (before configure, inactive,
+    active, after deactivate), and after deactivate the node is activated once more (not a README
+    line): its first results are the sentinel, after which no frame sent while inactive may show up."""
+    from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo
+
+    examples = readme_examples(demo=True)
+    node = start_group(["bash", "-c", examples[0][0]], env=env)
+    probe = CameraProbe("lifecycle_probe")
+    ros2 = tool("ros2")
+    try:
+        results = f"{CAMERA.rsplit('/', 1)[0]}/scene/classification"
+        probe.listen(ClassificationArray, results)
+        probe.listen(LabelInfo, f"{CAMERA.rsplit('/', 1)[0]}/scene/labels")
+        frames = Frames(probe)
+        ok(subprocess.run([ros2, "daemon", "start"], env=env, capture_output=True, text=True), "daemon")
+        listed = ""
+        for _ in range(120):  # `ros2 lifecycle` finds the node once the daemon has discovered it
+            listed = bash("ros2 lifecycle nodes", env).stdout
+            if "/clip_node" in listed.split() or node.poll() is not None:
+                break
+        assert "/clip_node" in listed.split(), (listed, node.poll())
+
+        def tags() -> list[str]:
+            return [m.header.frame_id for m in probe.messages(results)]
+
+        state = "unconfigured"
+        for command, shown in examples[1:]:
+            frames.send(state)  # whatever the state, frames keep coming
+            proc = bash(command, env)
+            assert shows(proc.stdout + proc.stderr, shown), (command, proc.stdout, proc.stderr)
+            words = shlex.split(command, comments=True)
+            if words[1:3] != ["lifecycle", "set"] or "successful" not in proc.stdout:
+                continue
+            state = {"configure": "inactive", "activate": "active", "deactivate": "inactive2"}.get(
+                words[4], words[4]
+            )
+            if state == "active":  # results now, from frames sent while active only
+                assert frames.until("active", lambda: bool(tags())), tags()
+            elif state == "inactive2":  # frames after deactivate, then the sentinel of activating again
+                frames.send("after-deactivate", 3)
+                ok(bash("ros2 lifecycle set /clip_node activate", env), "activate again")
+                assert frames.until("reactivated", lambda: "reactivated" in tags()), tags()
+                ok(bash("ros2 lifecycle set /clip_node deactivate", env), "deactivate again")
+        assert set(tags()) <= {"active", "reactivated"}, tags()  # nothing from any other state
+        assert probe.messages(f"{CAMERA.rsplit('/', 1)[0]}/scene/labels"), "no latched labels on activate"
+        code, output = node.wait(timeout=60), node.communicate()[0]  # shutdown: the process ends by itself
+    finally:
+        probe.close()
+        if node.poll() is None:
+            interrupt_group(node)
+    assert code == 0, output[-3000:]
+    assert "configure failed: cannot load model 'acme/not-downloaded-yet'" in output, output[-3000:]
+    assert "hf download" in output and "Traceback" not in output, output[-3000:]

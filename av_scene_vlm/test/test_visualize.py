@@ -223,16 +223,6 @@ def test_plot_similarity(tmp_path, rng) -> None:
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def image_files(tmp_path, rng) -> list[str]:
-    paths = []
-    for i, shape in enumerate([(90, 160, 3), (300, 7, 3), (64, 64, 3)]):
-        p = tmp_path / f"frame{i}.png"
-        cv2.imwrite(str(p), rng.integers(0, 256, shape, dtype=np.uint8))
-        paths.append(str(p))
-    return paths
-
-
 def test_cli_plot(tiny_clip, image_files, tmp_path, capsys) -> None:
     out = tmp_path / "grid.png"
     labels = ["car", "truck", "bus", "cycle"]

@@ -17,10 +17,13 @@ from av_scene_vlm.cli.common import (
     CliError,
     add_clip_args,
     add_max_frame_pixels_arg,
+    add_task_arguments,
+    config_templates,  # noqa: F401 - the benchmarks read a config's templates through this module
+    make_captioner,
     make_engine,
     max_frame_pixels,
-    quiet_hub,
     run_guarded,
+    tasks_and_templates,
 )
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
@@ -58,82 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_clip_args(parser)
 
 
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config/--labels/--template, read by `tasks_and_templates` (bag and export)."""
-    parser.add_argument(
-        "--config",
-        help="YAML with tasks: the node's params file or a bare task mapping "
-        "(default: the package's config/scene_vlm.yaml when --labels is not given)",
-    )
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
-    parser.add_argument(
-        "--template",
-        action="append",
-        metavar="T",
-        help="prompt template with '{}'; repeat to ensemble (default: the config's `template` list)",
-    )
-
-
-def default_config() -> Path | None:
-    """The package's config/scene_vlm.yaml: the source tree, else the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / "config" / "scene_vlm.yaml"
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("av_scene_vlm")) / "config" / "scene_vlm.yaml"
-        return share if share.is_file() else None
-    except Exception:  # no ament index (plain pip install): the caller asks for --config
-        return None
-
-
-def config_templates(path: str | Path) -> list[str] | None:
-    """The `template` list of a params file (or a bare file's `template`/`templates`), if any."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return None  # load_tasks_file reports the problem
-    if not isinstance(data, dict):
-        return None
-    params = next(
-        (v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v),
-        data,
-    )
-    if not isinstance(params, dict):
-        return None
-    value = params.get("template", params.get("templates"))
-    if isinstance(value, str) and value.strip():
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
-        return value
-    return None
-
-
-def tasks_and_templates(args: argparse.Namespace) -> tuple[list, list[str] | None]:
-    """Tasks from --labels and/or --config (the package config when neither is given)."""
-    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
-
-    config = args.config
-    if not args.labels and not config:
-        config = default_config()
-        if config is None:
-            raise CliError("give --labels LABEL LABEL... or --config FILE")
-    try:
-        tasks = tasks_from_labels(args.labels or [])
-        templates = None
-        if config:
-            tasks += load_tasks_file(config)
-            templates = config_templates(config)
-        if not tasks:
-            raise CliError(f"no tasks in '{config}'; give --labels or a config with tasks")
-    except TaskError as exc:
-        raise CliError(str(exc)) from None
-    return tasks, args.template or templates
-
-
 def default_summary(out_bag: str | Path) -> Path:
     """OUT_BAG.csv beside the bag directory (inside it, ros2 bag tools would see a stray file)."""
     out = Path(out_bag)
@@ -161,15 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     engine = make_engine(args, tasks, templates)
     captioner = None
     if args.caption_every > 0:
-        quiet_hub()
-        from av_scene_vlm.core.captioner import Captioner, ModelLoadError
-
-        try:
-            captioner = Captioner(args.caption_model, device=args.device)
-        except (ModelLoadError, ValueError) as exc:
-            raise CliError(str(exc)) from None
-        except RuntimeError as exc:
-            raise CliError(f"cannot use device '{args.device}': {exc}") from None
+        captioner = make_captioner(model=args.caption_model, device=args.device)
     try:
         s = process_bag(
             in_bag,

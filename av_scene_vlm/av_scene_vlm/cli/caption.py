@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from av_scene_vlm.cli.common import CliError, quiet_hub, read_images, run_guarded
+from av_scene_vlm.cli.common import make_captioner, read_images, run_guarded
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
@@ -53,35 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     images = read_images(args.images)  # every file checked before the (slow) model load
-    quiet_hub()
-    from av_scene_vlm.core.models import (
-        DEFAULT_CAPTION_MODEL,
-        DEFAULT_PROMPT,
-        ModelLoadError,
-        ensure_available,
+    captioner = make_captioner(
+        model=args.model,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
     )
-
-    try:
-        # A missing model fails in a second, before torch is imported.
-        ensure_available(args.model, DEFAULT_CAPTION_MODEL)
-        from av_scene_vlm.core.captioner import Captioner
-
-        captioner = Captioner(
-            args.model,
-            prompt=args.prompt if args.prompt is not None else DEFAULT_PROMPT,
-            max_new_tokens=args.max_new_tokens,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            device=args.device,
-            dtype=args.dtype,
-            compile=args.compile,
-        )
-        captioner.warm_up()
-    except (ModelLoadError, ValueError) as exc:  # missing model, bad pixel bounds / token budget
-        raise CliError(str(exc)) from None
-    except RuntimeError as exc:  # e.g. an unparsable --device string
-        raise CliError(f"cannot use device '{args.device}': {exc}") from None
-
+    captioner.warm_up()  # compiles the decoding step first with --compile on / auto on CUDA
     for path, rgb in zip(args.images, images, strict=True):
         result = captioner.caption(rgb)
         if args.json:

@@ -5,32 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 
-from av_scene_vlm.cli.common import add_clip_args, make_engine, read_images, run_guarded, tasks_from_args
+from av_scene_vlm.cli.common import (
+    add_clip_args,
+    add_task_arguments,
+    make_engine,
+    read_images,
+    run_guarded,
+    tasks_and_templates,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
-    parser.add_argument(
-        "--labels", nargs="+", metavar="LABEL", help="candidate labels, e.g. car truck bus cycle"
-    )
-    parser.add_argument(
-        "--config",
-        help="YAML with tasks (e.g. config/scene_vlm.yaml); classifies every task instead of --labels",
-    )
-    parser.add_argument(
-        "--template",
-        action="append",
-        metavar="T",
-        help="prompt template with '{}' for the label; repeat to ensemble (default: 'a photo of a {}.')",
+    add_task_arguments(
+        parser,
+        config_help="YAML with tasks (e.g. config/scene_vlm.yaml); classifies every task instead of --labels",
     )
     add_clip_args(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image and task")
 
 
 def _run(args: argparse.Namespace) -> int:
-    tasks = tasks_from_args(args)
+    tasks, templates = tasks_and_templates(args, use_default_config=False)
     images = read_images(args.images)
-    engine = make_engine(args, tasks, args.template)
+    engine = make_engine(args, tasks, templates)
     for path, image in zip(args.images, images, strict=True):
         result = engine.classify(image)[0]
         for task in result.tasks:

@@ -7,11 +7,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from av_scene_vlm.core.image_header import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+
+if TYPE_CHECKING:
+    from av_scene_vlm.core.engine_options import EngineOptions
 
 EXIT_USAGE = 2
 
@@ -119,43 +123,49 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
     return [read_image(p) for p in paths]
 
 
-def engine_options(args: argparse.Namespace) -> dict:
-    """The engine's backend keywords from the command's options, checked (BackendError), and the model
-    checked to be there (ModelLoadError) — in a second, before torch is imported."""
-    from av_scene_vlm.core.backend_options import check_options
-    from av_scene_vlm.core.models import ensure_available
+def engine_options(args: argparse.Namespace, **extra) -> EngineOptions:
+    """The engine options of a command's flags (`core.engine_options`, the one place that builds
+    engines), checked — backend options (BackendError) and the model (ModelLoadError) — in a second,
+    before torch is imported."""
+    from av_scene_vlm.core.engine_options import EngineOptions
 
-    options = {
-        "backend": getattr(args, "backend", "auto"),
-        "onnx_providers": tuple(getattr(args, "onnx_providers", ["auto"])),
-        "onnx_threads": getattr(args, "onnx_threads", 0),
-        "cuda_graphs": getattr(args, "cuda_graphs", "auto"),
-    }
-    check_options(*options.values())
-    ensure_available(args.model)
+    options = EngineOptions.from_values(vars(args), **extra)
+    options.check()
     return options
 
 
-def make_engine(args: argparse.Namespace, tasks=(), templates=None):  # -> ZeroShotEngine
+def make_engine(args: argparse.Namespace, tasks=(), templates=None, **extra):  # -> ZeroShotEngine
     """Load the CLIP engine for a command; a missing model becomes a CliError."""
     quiet_hub()
     from av_scene_vlm.core.models import ModelLoadError
-    from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES, TaskError
+    from av_scene_vlm.core.tasks import TaskError
 
     try:
-        options = engine_options(args)
-        from av_scene_vlm.core.engine import ZeroShotEngine
-
-        return ZeroShotEngine(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            tasks=tasks,
-            templates=templates or DEFAULT_TEMPLATES,
-            **options,
-        )
+        return engine_options(args, **extra).build(tasks, templates)
     except (ModelLoadError, TaskError) as exc:
         raise CliError(str(exc)) from None
+
+
+def make_captioner(**values):  # -> Captioner
+    """Load the captioner for a command from `values` (CaptionerOptions fields); a missing model, bad
+    bounds or an unusable device become a CliError."""
+    quiet_hub()
+    from av_scene_vlm.core.engine_options import CaptionerOptions
+    from av_scene_vlm.core.models import ModelLoadError
+
+    options = CaptionerOptions.from_values(values)
+    try:
+        options.check()  # a missing model fails in a second, before torch is imported
+        return options.build()
+    except (ModelLoadError, ValueError) as exc:  # missing model, bad pixel bounds / token budget
+        raise CliError(str(exc)) from None
+    except RuntimeError as exc:  # e.g. an unparsable --device string
+        raise CliError(f"cannot use device '{options.device}': {exc}") from None
+
+
+def query_vector(engine, query: str | None, image: np.ndarray | None) -> np.ndarray:
+    """The query's embedding: of the text, or of the example image."""
+    return engine.encode_images([image])[0] if image is not None else engine.encode_texts([query.strip()])[0]
 
 
 def run_guarded(func, args: argparse.Namespace) -> int:
@@ -167,16 +177,67 @@ def run_guarded(func, args: argparse.Namespace) -> int:
         return exc.exit_code
 
 
-def tasks_from_args(args: argparse.Namespace) -> list:
-    """--labels (one task) plus --config tasks; CliError when there are none or they are invalid."""
-    from av_scene_vlm.core.tasks import TaskError, load_tasks_file, tasks_from_labels
+def add_task_arguments(parser: argparse.ArgumentParser, config_help: str | None = None) -> None:
+    """--config/--labels/--template, read by `tasks_and_templates`."""
+    parser.add_argument(
+        "--config",
+        help=config_help
+        or "YAML with tasks: the node's params file or a bare task mapping "
+        "(default: the package's config/scene_vlm.yaml when --labels is not given)",
+    )
+    parser.add_argument(
+        "--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default'), e.g. car truck bus"
+    )
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}' for the label; repeat to ensemble "
+        "(default: the config's `template` list, else 'a photo of a {}.')",
+    )
 
+
+def default_config() -> Path | None:
+    """The package's config/scene_vlm.yaml: the source tree, else the installed share directory."""
+    here = Path(__file__).resolve().parents[2] / "config" / "scene_vlm.yaml"
+    if here.is_file():
+        return here
     try:
-        tasks = tasks_from_labels(args.labels or [])
-        if args.config:
-            tasks += load_tasks_file(args.config)
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory("av_scene_vlm")) / "config" / "scene_vlm.yaml"
+        return share if share.is_file() else None
+    except Exception:  # no ament index (plain pip install): the caller asks for --config
+        return None
+
+
+def config_templates(path: str | Path) -> list[str] | None:
+    """The `template` list of a task file or params file, if it names one."""
+    from av_scene_vlm.core.tasks import read_task_file
+
+    templates = read_task_file(path).templates
+    return list(templates) if templates else None
+
+
+def tasks_and_templates(
+    args: argparse.Namespace, *, use_default_config: bool = True
+) -> tuple[list, list[str] | None]:
+    """Tasks from --config and --labels (`core.tasks.collect_tasks`: the config's tasks first), and the
+    templates: --template, else the config's. Without either option the package's config is used
+    (`use_default_config`) or CliError asks for one."""
+    from av_scene_vlm.core.tasks import TaskError, read_tasks
+
+    config = getattr(args, "config", None)
+    labels = getattr(args, "labels", None) or []
+    if not labels and not config:
+        config = default_config() if use_default_config else None
+        if config is None:
+            raise CliError("give --labels LABEL LABEL... or --config FILE")
+    try:
+        found = read_tasks(tasks_file=config, labels=labels)
     except TaskError as exc:
         raise CliError(str(exc)) from None
-    if not tasks:
-        raise CliError("give --labels LABEL LABEL... or --config FILE")
-    return tasks
+    if not found.tasks:
+        raise CliError(f"no tasks in '{config}'; give --labels or a config with tasks")
+    templates = getattr(args, "template", None) or (list(found.templates) if found.templates else None)
+    return list(found.tasks), templates

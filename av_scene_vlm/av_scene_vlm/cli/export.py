@@ -11,8 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from av_scene_vlm.cli.bag import add_task_arguments, tasks_and_templates
-from av_scene_vlm.cli.common import CliError, make_engine, quiet_hub, run_guarded
+from av_scene_vlm.cli.common import (
+    CliError,
+    add_task_arguments,
+    make_engine,
+    quiet_hub,
+    run_guarded,
+    tasks_and_templates,
+)
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 
 _FILES = ("image_tower.onnx", "preprocess.json", "labels.json")  # mirrors core.onnx_bundle

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 
-from av_scene_vlm.cli.bag import tasks_and_templates
 from av_scene_vlm.cli.common import (
     EXIT_FAILED,
     CliError,
     add_clip_args,
     add_max_frame_pixels_arg,
+    add_task_arguments,
     engine_options,
     max_frame_pixels,
     quiet_hub,
     run_guarded,
+    tasks_and_templates,
 )
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
@@ -32,11 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bags", nargs="+", metavar="BAG_OR_DIR", help="bags, or directories searched for bags"
     )
     parser.add_argument("--db", required=True, help="index: a local directory or an object-store URI")
-    parser.add_argument("--config", help="YAML with tasks (default: the package's config/scene_vlm.yaml)")
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="candidate labels (task 'default')")
-    parser.add_argument(
-        "--template", action="append", metavar="T", help="prompt template with '{}'; repeatable"
-    )
+    add_task_arguments(parser)
     parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="image topics (default: all)")
     parser.add_argument("--batch-size", type=int, default=16, help="frames per engine call (default: 16)")
     parser.add_argument(
@@ -79,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         index_bags,
     )
     from av_scene_vlm.core.fleet.errors import require
-    from av_scene_vlm.core.models import ModelLoadError, ensure_available
+    from av_scene_vlm.core.models import ModelLoadError
 
     if args.batch_size < 1 or args.actors < 1 or args.num_gpus < 0:
         raise CliError("--batch-size and --actors must be >= 1, --num-gpus >= 0")
@@ -99,18 +96,15 @@ def _run(args: argparse.Namespace) -> int:
     quiet_hub()
     captions = args.caption_every is not None
     try:
-        options = engine_options(args)
-        if captions:
-            ensure_available(args.caption_model)
         spec = EngineSpec.create(
             args.model,
             tasks=tasks,
             templates=templates,
-            device=args.device,
-            dtype=args.dtype,
             caption_model=args.caption_model if captions else None,
-            **options,
+            **engine_options(args).engine_kwargs(),
         )
+        if spec.caption is not None:
+            spec.caption.check()
         ray = None
         if args.ray is not None:
             ray = RayOptions(address=args.ray or None, num_gpus=args.num_gpus, actors=args.actors)

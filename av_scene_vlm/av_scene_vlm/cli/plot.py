@@ -9,10 +9,11 @@ from pathlib import Path
 from av_scene_vlm.cli.common import (
     CliError,
     add_clip_args,
+    add_task_arguments,
     make_engine,
     read_images,
     run_guarded,
-    tasks_from_args,
+    tasks_and_templates,
 )
 
 BATCH = 16  # images per engine call: bounded memory for long lists of large images
@@ -20,17 +21,8 @@ BATCH = 16  # images per engine call: bounded memory for long lists of large ima
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
-    parser.add_argument(
-        "--labels", nargs="+", metavar="LABEL", help="candidate labels, e.g. car truck bus cycle"
-    )
-    parser.add_argument(
-        "--config", help="YAML with tasks; each task's result becomes one title line per image"
-    )
-    parser.add_argument(
-        "--template",
-        action="append",
-        metavar="T",
-        help="prompt template with '{}' for the label; repeat to ensemble (default: 'a photo of a {}.')",
+    add_task_arguments(
+        parser, config_help="YAML with tasks; each task's result becomes one title line per image"
     )
     add_clip_args(parser)
     parser.add_argument("--out", required=True, metavar="PNG", help="where to write the grid (PNG)")
@@ -81,9 +73,9 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"--panel-size must be in (0, 20] inches, got {args.panel_size}")
     check_dpi(args.dpi)
     out = check_out(args.out)
-    tasks = tasks_from_args(args)
+    tasks, templates = tasks_and_templates(args, use_default_config=False)
     images = read_images(args.images)
-    engine = make_engine(args, tasks, args.template)
+    engine = make_engine(args, tasks, templates)
     results = []
     for i in range(0, len(images), BATCH):
         results += engine.classify(images[i : i + BATCH])

@@ -11,7 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from av_scene_vlm.cli.common import CliError, make_engine, read_image
+import numpy as np
+
+from av_scene_vlm.cli.common import CliError, make_engine, query_vector
 
 
 def format_hits(hits) -> list[str]:
@@ -34,28 +36,17 @@ def format_hits(hits) -> list[str]:
     return ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
 
 
-def run_db(args: argparse.Namespace) -> int:
-    """Search the index at --db by QUERY (text) or --image; print a table or JSON lines."""
+def run_db(args: argparse.Namespace, query: str | None, image: np.ndarray | None) -> int:
+    """Search the index at --db by QUERY (text) or --image (checked by the caller); print a table or
+    JSON lines."""
     from av_scene_vlm.core.fleet import FleetError, FleetIndex, model_key, search_index
 
-    query = args.query if args.query is not None else args.bag
-    if args.query is not None and args.bag is not None:
-        raise CliError("with --db give only QUERY (no BAG)")
-    if (query is None) == (args.image is None):
-        raise CliError("give either a QUERY or --image IMG")
-    if query is not None and not query.strip():
-        raise CliError("the search query is empty")
-    if args.top_k < 1:
-        raise CliError("--top-k must be >= 1")
-    if args.out and Path(args.out).suffix.lower() != ".png":
-        raise CliError(f"--out '{args.out}' must end in .png")
     if args.no_embeddings:
         raise CliError("--no-embeddings is for one bag; an index searches its stored embeddings")
     where = args.where
     if args.topics:  # the same restriction as for one bag, as a filter on the topic column
         quoted = ", ".join("'" + t.replace("'", "''") + "'" for t in args.topics)
         where = f"topic IN ({quoted})" + (f" AND ({where})" if where else "")
-    image = read_image(args.image) if args.image else None
     try:
         index = FleetIndex.open(args.db)
     except FleetError as exc:
@@ -67,14 +58,9 @@ def run_db(args: argparse.Namespace) -> int:
             "compare embeddings of two models. Leave out --model"
         )
     args.model = recorded
-    engine = make_engine(args)
-    vector = (
-        engine.encode_images([image])[0] if image is not None else engine.encode_texts([query.strip()])[0]
-    )
+    vector = query_vector(make_engine(args), query, image)
     try:
-        hits = search_index(
-            index, vector, top_k=args.top_k, where=args.where, exact=True if args.exact else None
-        )
+        hits = search_index(index, vector, top_k=args.top_k, where=where, exact=True if args.exact else None)
     except FleetError as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -68,13 +68,19 @@ def check_threads(threads: int) -> int:
     return int(threads)
 
 
-def check_cuda_graphs(mode: str) -> str:
-    """'auto', 'on' or 'off' (also true/false/yes/no/1/0); ValueError naming the choices otherwise."""
+def check_switch(name: str, mode: str) -> str:
+    """An auto/on/off option: 'auto', 'on' or 'off' (also true/false/yes/no/1/0); ValueError naming
+    the option and the choices otherwise."""
     key = str(mode).strip().lower()
     key = _SWITCH.get(key, key)
     if key not in CUDA_GRAPH_MODES:
-        raise ValueError(f"cuda_graphs must be auto, on or off, got {mode!r}")
+        raise ValueError(f"{name} must be auto, on or off, got {mode!r}")
     return key
+
+
+def check_cuda_graphs(mode: str) -> str:
+    """The `cuda_graphs` option: 'auto', 'on' or 'off'."""
+    return check_switch("cuda_graphs", mode)
 
 
 def check_options(

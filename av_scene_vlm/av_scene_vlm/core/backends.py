@@ -19,21 +19,7 @@ import torch
 from .backend_options import BackendError, check_backend, check_threads, normalize_providers
 from .models import LoadedClip, ModelLoadError
 from .onnx_export import INPUT, OUTPUTS, CachedGraph, cached_graph, log
-
-
-def image_tower_outputs(
-    vision_model: Any, projection: Any, pixels: torch.Tensor, patches: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Normalized image (and patch) embeddings: what both backends compute, the ONNX graph included."""
-    vision = vision_model(pixel_values=pixels)
-    emb = projection(vision.pooler_output).float()
-    emb = emb / emb.norm(dim=-1, keepdim=True)
-    patch = None
-    if patches:
-        tokens = vision_model.post_layernorm(vision.last_hidden_state[:, 1:])
-        patch = projection(tokens).float()
-        patch = patch / patch.norm(dim=-1, keepdim=True)
-    return emb, patch
+from .tower import image_tower_outputs
 
 
 class TorchTower:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from av_scene_vlm.core.backend_options import check_switch
 from av_scene_vlm.core.caption_images import as_rgb, to_chw
 from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
@@ -86,15 +87,9 @@ def resolve_attn_implementation(attn_implementation: str, device: torch.device, 
     return "sdpa"
 
 
-COMPILE_MODES = ("auto", "on", "off")
-
-
 def resolve_compile(mode: str, device: torch.device) -> bool:
     """'auto' -> compile (static cache + compiled decode step) on CUDA only; 'on'/'off' as given."""
-    key = str(mode or "auto").strip().lower()
-    key = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(key, key)
-    if key not in COMPILE_MODES:
-        raise ValueError(f"compile must be auto, on or off, got {mode!r}")
+    key = check_switch("compile", mode or "auto")
     return key == "on" or (key == "auto" and device.type == "cuda")
 
 
@@ -185,6 +180,7 @@ class Captioner:
         self.generate_kwargs = dict(generate_kwargs or {})
         self.generation_config = self._generation_config(do_sample)
         self.compile_seconds: float | None = None  # set by warm_up
+        self.batch_sizes: tuple[int, ...] = ()  # compiled for these (warm_up); others are padded up
         eos = self.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         self._templates: dict[str, str] = {}
@@ -230,19 +226,23 @@ class Captioner:
         return gen
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
-        """Run the captions that compile the decoding step (static cache sized for the largest image),
-        before the first real one; returns the seconds it took and keeps them in `compile_seconds`.
+        """Run the captions that compile the decoding step (static cache sized for the largest image)
+        for each of `batch_sizes`, before the first real one; returns the seconds it took and keeps
+        them in `compile_seconds`. Later batches of another size are padded up to the next compiled
+        size (decoding a few more rows costs little; compiling again would stall for a minute).
         A no-op (0 s) when not compiling."""
         if not self.compiled:
             self.compile_seconds = 0.0
             return 0.0
         side = int(math.sqrt(self._size["longest_edge"])) // self._factor * self._factor
         grey = np.full((max(side, self._factor), max(side, self._factor), 3), 128, np.uint8)
+        sizes = sorted({max(1, int(b)) for b in batch_sizes})
         start = time.perf_counter()
-        for n in dict.fromkeys(max(1, int(b)) for b in batch_sizes):
+        for n in sizes:
             for _ in range(2):  # compile, then record the CUDA graphs
                 self.generate_ids([grey] * n, min_new_tokens=self.max_new_tokens)
         self.compile_seconds = time.perf_counter() - start
+        self.batch_sizes = tuple(sizes)
         return self.compile_seconds
 
     def _chat_text(self, prompt: str) -> str:
@@ -263,7 +263,10 @@ class Captioner:
             return []
         prompt = self.prompt if prompt is None else prompt
         start = time.perf_counter()
-        generated, grid = self.generate_ids(images, prompt)
+        n = len(images)
+        padded = list(images) + [images[-1]] * (self._padded_size(n) - n)
+        generated, grid = self.generate_ids(padded, prompt)
+        generated, grid = generated[:n], grid[:n]
         with self._lock:
             texts = self.processor.batch_decode(
                 generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
@@ -280,6 +283,17 @@ class Captioner:
             )
             for i in range(len(images))
         ]
+
+    def use_eager(self) -> None:
+        """Decode eagerly with the dynamic cache from now on (e.g. after compiling failed)."""
+        self.compiled = False
+        self.batch_sizes = ()
+        gen = self.generation_config
+        gen.cache_implementation, gen.compile_config, gen.disable_compile = None, None, True
+
+    def _padded_size(self, n: int) -> int:
+        """The compiled batch size a batch of `n` is padded to (n itself when none is larger)."""
+        return min((b for b in self.batch_sizes if b >= n), default=n)
 
     def generate_ids(
         self, images: Sequence[np.ndarray], prompt: str | None = None, **overrides: Any

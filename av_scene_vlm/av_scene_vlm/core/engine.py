@@ -209,6 +209,16 @@ class ZeroShotEngine:
         info["cuda_graphs"] = self.graphs_state()
         return info
 
+    def release_memory(self) -> None:
+        """After an out-of-memory error: drop the captured graphs (each holds its share of a memory
+        pool; they are captured again when needed) and give cached blocks back to the driver, so the
+        smaller batches that follow find room."""
+        with self._lock:
+            if self.graphs is not None:
+                self.graphs.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
     def graphs_state(self) -> str:
         """'off', 'on (N captured)' or 'off after a failed check: <reason>' (logs, diagnostics)."""
         if self.graphs is None:

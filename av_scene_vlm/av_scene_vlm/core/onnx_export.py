@@ -2,7 +2,7 @@
 
 The graph takes `pixel_values` (N×3×h×w, the engine's preprocessed batch, batch size dynamic) and
 returns `image_embeds` (N×D) and `patch_embeds` (N×P×D, for the heatmap), both L2-normalized float32:
-exactly what the torch backend computes (`backends.image_tower_outputs`). Why a cache: export takes
+exactly what the torch backend computes (`tower.image_tower_outputs`). Why a cache: export takes
 seconds (ViT-B/32: ~15 s on 2 cores) and is needed once per model; it is keyed by a hash of the tower's
 weights and config and the exporter/runtime versions, so a changed model or upgrade never reuses a
 stale graph. Each entry stores the graph's sha256; a corrupt entry is rebuilt with a warning.
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .models import ModelLoadError
+from .tower import image_tower_outputs
 
 GRAPH_FORMAT = 1  # bump when the exported graph's inputs, outputs or arithmetic change
 OPSET = 18  # ONNX Runtime >= 1.14 and TensorRT >= 8.6 read opset 18
@@ -72,8 +73,6 @@ class ImageTower(torch.nn.Module):
         self.visual_projection = clip.visual_projection
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .backends import image_tower_outputs
-
         emb, patch = image_tower_outputs(self.vision_model, self.visual_projection, pixel_values, True)
         return emb, patch  # type: ignore[return-value]
 

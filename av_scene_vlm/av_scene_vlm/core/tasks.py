@@ -2,7 +2,9 @@
 
 A task is a named set of labels ("road_user": car, truck, pedestrian, ...). Each label has zero or
 more prompts; a label without prompts is expanded with the templates ("a photo of a {}."). Keeping
-this ROS-free lets the node, the CLI and the bag tool share one schema and one validation.
+this ROS-free lets the node, the CLI and the bag tool share one schema and one validation, and one
+reader: `read_tasks` (a task file, a `tasks` value, plain labels) and `read_task_file` (every file
+shape: the schema, a params file with `tasks` as text or as a nested map, templates beside them).
 
 Accepted shapes for one task (YAML or Python):
     weather: [clear, rain, snow, fog]                      # labels only -> templates
@@ -130,9 +132,24 @@ def parse_tasks_yaml(text: str) -> list[Task]:
     return parse_tasks(data)
 
 
-def load_tasks_file(path: str | Path) -> list[Task]:
-    """Read tasks from a YAML file: either the bare mapping, or a ROS params file whose
-    `ros__parameters` hold a `tasks` YAML string (so one config serves node, CLI and bag tool)."""
+@dataclass(frozen=True)
+class TaskConfig:
+    """What a task file holds: its tasks and, when it names them, its prompt templates."""
+
+    tasks: tuple[Task, ...] = ()
+    templates: tuple[str, ...] | None = None
+
+
+def read_task_file(path: str | Path) -> TaskConfig:
+    """Read a task file, in any of the shapes the node, the CLIs and the bag tools accept:
+
+    - the bare schema (`weather: [clear, rain]`), or that schema under `tasks:`;
+    - a ROS params file (the node's own, e.g. config/scene_vlm.yaml): the first section with
+      `ros__parameters`, whose `tasks` is YAML text (`tasks: |`) or the schema as a nested map, whose
+      `labels` make a task named "default", and whose `template` list is the templates;
+    - `template` (or `templates`) beside the tasks names the templates (one string or a list).
+    Raises TaskError naming the file and what is wrong.
+    """
     p = Path(path)
     try:
         text = p.read_text()
@@ -144,13 +161,51 @@ def load_tasks_file(path: str | Path) -> list[Task]:
         raise TaskError(f"tasks file {str(p)!r} is not valid YAML: {yaml_error(exc)}") from None
     params = _find_ros_parameters(data)
     if params is not None:
-        tasks = parse_tasks_yaml(params.get("tasks", "")) if isinstance(params.get("tasks"), str) else []
-        if params.get("labels"):
-            tasks.append(parse_task(DEFAULT_TASK, params["labels"]))
-        return tasks
+        labels = params.get("labels") or []
+        labels = [labels] if isinstance(labels, str) else labels
+        return TaskConfig(read_tasks(tasks=params.get("tasks", ""), labels=labels).tasks, _templates(params))
     if isinstance(data, Mapping) and "tasks" in data and isinstance(data["tasks"], Mapping):
-        return parse_tasks(data["tasks"])
-    return parse_tasks(data)
+        return TaskConfig(tuple(parse_tasks(data["tasks"])), _templates(data))
+    if isinstance(data, Mapping) and ("template" in data or "templates" in data):
+        rest = {k: v for k, v in data.items() if k not in ("template", "templates")}
+        return TaskConfig(tuple(parse_tasks(rest)), _templates(data))
+    return TaskConfig(tuple(parse_tasks(data)))
+
+
+def load_tasks_file(path: str | Path) -> list[Task]:
+    """The tasks of a task file (see `read_task_file`)."""
+    return list(read_task_file(path).tasks)
+
+
+def _templates(section: Mapping) -> tuple[str, ...] | None:
+    value = section.get("template", section.get("templates"))
+    if isinstance(value, str) and value.strip():
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        return validate_templates(value)
+    return None
+
+
+def tasks_value(value: object) -> list[Task]:
+    """The tasks of a `tasks` value: YAML text (a parameter, `tasks: |`) or the schema as a mapping."""
+    if isinstance(value, str):
+        return parse_tasks_yaml(value)
+    return parse_tasks(value)
+
+
+def read_tasks(
+    *, tasks_file: str | Path | None = None, tasks: object = None, labels: Iterable[str] = ()
+) -> TaskConfig:
+    """Every task from the three places tasks come from, in this order: a task file (`tasks_file`,
+    `--config`; see `read_task_file`), a `tasks` value (YAML text or mapping), plain labels (a task
+    named "default"; blank entries are dropped: a ROS string array cannot be empty, so `[""]` means
+    none); with the file's templates, if it names them. Task names must be unique across them; an
+    empty result is the caller's to refuse."""
+    file = TaskConfig()
+    if tasks_file is not None and str(tasks_file).strip():
+        file = read_task_file(str(tasks_file).strip())
+    out = [*file.tasks, *tasks_value(tasks), *tasks_from_labels([str(v) for v in labels if str(v).strip()])]
+    return TaskConfig(tuple(check_unique(out)), file.templates)
 
 
 def _find_ros_parameters(data: object) -> Mapping | None:

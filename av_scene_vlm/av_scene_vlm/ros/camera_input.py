@@ -178,6 +178,7 @@ class CameraInputs:
         max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
     ) -> None:
         check_input_qos(reliability, depth)
+        self._node = node
         self.cameras = list(cameras)
         self.max_frame_pixels = max_frame_pixels
         self._logger = node.get_logger()
@@ -245,4 +246,16 @@ class CameraInputs:
     def wake(self) -> None:
         """Wake a waiting worker (shutdown)."""
         with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Unsubscribe from every camera (deactivate), drop the frames waiting and wake the worker."""
+        for sub in self.subscriptions:
+            self._node.destroy_subscription(sub)
+        self.subscriptions = []
+        with self._cond:
+            for cam in self.cameras:
+                if cam._slot is not None:
+                    cam.dropped += 1  # received, never to be processed
+                    cam._slot = None
             self._cond.notify_all()

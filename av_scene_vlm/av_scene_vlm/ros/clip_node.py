@@ -1,5 +1,7 @@
 """`clip_node`: CLIP zero-shot classification, similarity and heatmaps for one or more cameras.
 
+A managed (lifecycle) node: configure loads the model and encodes the prompts, activate subscribes
+to the cameras and publishes the latched label map (see `worker_node` for the whole life cycle).
 Executor callbacks only store the newest frame per camera; a worker thread batches the newest frames
 of all cameras into one engine call, so the node never falls behind and parameter services answer
 while inference runs. Every output copies the source image header.
@@ -8,64 +10,37 @@ while inference runs. Every output copies the source image header.
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from av_scene_vlm.core.backend_options import check_options
-from av_scene_vlm.core.image_codec import ImageDecodeError
-from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL, ensure_available
-from av_scene_vlm.core.tasks import (
-    DEFAULT_TEMPLATES,
-    Task,
-    TaskError,
-    check_unique,
-    load_tasks_file,
-    parse_tasks_yaml,
-    tasks_from_labels,
-    validate_templates,
-)
-from av_scene_vlm.ros.camera_input import (
-    Camera,
-    CameraInputs,
-    Percentiles,
-    RateMeter,
-    failures_counted,
-    output_topic,
-)
-from av_scene_vlm.ros.conversions import (
-    bgr_to_image,
-    image_to_rgb,
-    to_classification_array,
-    to_label_info,
-    to_similarity,
-)
+from av_scene_vlm.core import result_messages as messages
+from av_scene_vlm.core.batch_limit import BatchLimit
+from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+from av_scene_vlm.core.smoothing import EmaSmoother
+from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES
+from av_scene_vlm.ros.camera_input import Camera, Percentiles, RateMeter, failures_counted
+from av_scene_vlm.ros.conversions import bgr_to_image, ros_message
 from av_scene_vlm.ros.node_utils import (
+    AUTOSTART,
     DIAGNOSTICS_PERIOD,
     INPUT_PARAMETERS,
     USE_CV_BRIDGE,
     ParamSpec,
-    WorkerNode,
-    camera_status,
-    clean_list,
     dtype_name,
-    kv,
     pin_torch_threads,
-    plan_inputs,
     run_nodes,
 )
+from av_scene_vlm.ros.settings import ClipSettings
+from av_scene_vlm.ros.worker_node import LATCHED, Frame, WorkerNode
 from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
 
 if TYPE_CHECKING:
-    from av_scene_vlm.core.engine import FrameResult, ZeroShotEngine
+    from av_scene_vlm.core.engine import FrameResult, PendingBatch, ZeroShotEngine
 
 # name -> (default, description, read_only); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
@@ -86,6 +61,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "onnx_threads": (0, "ONNX Runtime intra-op threads (0 = as many as torch uses).", True),
+    "cuda_graphs": (
+        "auto",
+        "Replay preprocessing + image tower + scoring as CUDA graphs (one per batch-size bucket and "
+        "frame size, checked against eager once): auto (on for the torch backend on CUDA), on or off.",
+        True,
+    ),
     "max_batch": (8, "Most frames (cameras) per engine call.", False),
     "template": (
         list(DEFAULT_TEMPLATES),
@@ -106,8 +87,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "heatmap_max_width": (960, "Downscale wider frames for the heatmap (0 = keep size).", False),
     "diagnostics_period": DIAGNOSTICS_PERIOD,
     "use_cv_bridge": USE_CV_BRIDGE,
+    "autostart": AUTOSTART,
 }
-TASK_PARAMS = ("labels", "tasks", "tasks_file", "template")
 # Values shown in type errors where the default is empty.
 EXAMPLES = {
     "labels": ["car", "truck"],
@@ -118,114 +99,77 @@ EXAMPLES = {
 }
 
 
-def build_tasks(labels: list[str], tasks_yaml: str, tasks_file: str) -> list[Task]:
-    """All tasks from the three task parameters; raises TaskError with the reason."""
-    tasks: list[Task] = []
-    if tasks_file.strip():
-        tasks += load_tasks_file(tasks_file.strip())
-    tasks += parse_tasks_yaml(tasks_yaml)
-    tasks += tasks_from_labels(clean_list(labels))
-    if not tasks:
-        raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file'")
-    return check_unique(tasks)
-
-
-def check_heatmap_choice(tasks: list[Task], task: str, label: str) -> None:
-    """heatmap_task must name a task and heatmap_label a label of it (else the heatmap would fail later)."""
-    names = [t.name for t in tasks]
-    if task and task not in names:
-        raise TaskError(f"heatmap_task {task!r} is not one of the tasks {names}")
-    chosen = tasks[names.index(task)] if task else (tasks[0] if tasks else None)
-    if label and chosen is not None and label not in chosen.label_names:
-        raise TaskError(
-            f"heatmap_label {label!r} is not a label of task {chosen.name!r}: {chosen.label_names}"
-        )
-
-
-@dataclass
-class _Work:
-    camera: Camera
-    header: Header
-    rgb: np.ndarray
-    received: float  # monotonic time the callback stored the frame
-    picked: float  # monotonic time the worker took it
-
-
 class ClipNode(WorkerNode):
-    """The classifier node; see the module docstring and README for topics and parameters."""
+    """The classifier node; see the module docstring and README for topics and parameters.
 
+    `engine`: a loaded engine to use instead of loading `model` (tests); the node never drops it."""
+
+    PARAMETERS = PARAMETERS
+    EXAMPLES = EXAMPLES
+    SETTINGS = ClipSettings
+    OUTPUTS: ClassVar = {"classification": ClassificationArray, "similarity": Similarity, "heatmap": Image}
+    STATUS_NAME = "engine"
     WORKER_WHAT = "inference"
 
-    def __init__(self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs) -> None:
+    def __init__(
+        self, name: str = "clip_node", *, engine: ZeroShotEngine | None = None, **kwargs: Any
+    ) -> None:
+        self._given_engine = engine
+        self.engine: ZeroShotEngine | None = None
         super().__init__(name, **kwargs)
-        self.declare(PARAMETERS, EXAMPLES)
-        p = self._p
-        self.cameras = plan_inputs(self)
-        tasks = build_tasks(p("labels"), p("tasks"), p("tasks_file"))
-        templates = validate_templates(clean_list(p("template")))
-        self._check_runtime({k: p(k) for k in PARAMETERS})
-        check_heatmap_choice(tasks, p("heatmap_task"), p("heatmap_label"))
-        if engine is None:
-            check_options(p("backend"), clean_list(p("onnx_providers")), p("onnx_threads"))
-            ensure_available(p("model"))  # a missing model fails here, before torch is imported
-            self.get_logger().info(
-                f"loading CLIP model '{p('model')}' (device={p('device')}, dtype={p('dtype')}, "
-                f"backend={p('backend')})"
-            )
-            from av_scene_vlm.core.engine import ZeroShotEngine
 
-            engine = ZeroShotEngine(
-                p("model"),
-                device=p("device"),
-                dtype=p("dtype"),
-                tasks=tasks,
-                templates=templates,
-                backend=p("backend"),
-                onnx_providers=clean_list(p("onnx_providers")),
-                onnx_threads=p("onnx_threads"),
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def _configure(self, s: ClipSettings) -> None:
+        if self._given_engine is None:
+            s.engine.check(validated=True)  # a missing model fails here, before torch is imported
+            self.get_logger().info(
+                f"loading CLIP model '{s.engine.model}' (device={s.engine.device}, dtype={s.engine.dtype}, "
+                f"backend={s.engine.backend})"
             )
+            self.engine = s.engine.build(s.tasks, s.templates)
         else:
-            engine.set_tasks(tasks, templates)
-        self.engine = engine
+            self.engine = self._given_engine
+            self.engine.set_tasks(s.tasks, s.templates)
         self.engine.prepare()  # encode prompts before the first frame
-        self._smoothed: dict[str, list[np.ndarray]] = {}
+        import torch  # loaded with the engine
+
+        # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
+        self._torch_threads = torch.get_num_threads()
+        self.smoother = EmaSmoother()
         self._last_publish: dict[str, float] = {}
-        self._pubs = {}
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        for cam in self.cameras:
-            self._pubs[cam.topic] = (
-                self.create_publisher(ClassificationArray, output_topic(cam, "classification"), reliable),
-                self.create_publisher(Similarity, output_topic(cam, "similarity"), reliable),
-                self.create_publisher(Image, output_topic(cam, "heatmap"), reliable),
-            )
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
         self._label_pubs = {
-            ns: self.create_publisher(LabelInfo, f"{ns.rstrip('/')}/labels", latched)
+            ns: self.publisher(LabelInfo, f"{ns.rstrip('/')}/labels", LATCHED)
             for ns in dict.fromkeys(c.namespace for c in self.cameras)
         }
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.inputs = CameraInputs(
-            self,
-            self.cameras,
-            reliability=p("input_reliability"),
-            depth=p("input_depth"),
-            max_frame_pixels=p("max_frame_pixels"),
-        )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._publish_labels()
         self._engine_time = Percentiles()
         self._processed_rate = RateMeter()
         self._batches = 0
-        # Pinned in the worker so a second model worker in this process (scene_vlm) cannot change it.
-        import torch  # already loaded with the engine
-
-        self._torch_threads = torch.get_num_threads()
-        self.start_worker()
+        self.batch_limit = BatchLimit()
+        self._pending: tuple[ClipSettings, list[Frame], PendingBatch] | None = None
         self.get_logger().info(
-            f"classifying {', '.join(c.topic for c in self.cameras)} with {len(tasks)} task(s) on "
-            f"{self.engine.device} ({dtype_name(self.engine.dtype)}), image tower: {self._backend_text()}"
+            f"classifying {', '.join(c.topic for c in self.cameras)} with {len(s.tasks)} task(s) on "
+            f"{self.engine.device} ({dtype_name(self.engine.dtype)}), image tower: {self._backend_text()}, "
+            f"CUDA graphs: {self.engine.graphs_state()}"
+        )
+
+    def _release(self) -> None:
+        self.engine = None
+        self._pending = None
+
+    def _activate(self) -> None:
+        self._publish_labels()
+
+    def _apply(self, old: ClipSettings, new: ClipSettings) -> None:
+        """New label sets: swapped into the engine at once, re-encoded by the worker."""
+        if (new.tasks, new.templates) == (old.tasks, old.templates) or self.engine is None:
+            return
+        self.engine.set_tasks(new.tasks, new.templates)
+        self.smoother.clear()
+        if self.state == "active":
+            self._publish_labels()
+        names = [t.name for t in new.tasks]
+        self.get_logger().info(
+            f"labels changed: {len(names)} task(s) {names}; texts re-encode on the next frame"
         )
 
     def _backend_text(self) -> str:
@@ -239,184 +183,149 @@ class ClipNode(WorkerNode):
             f"graph {info.get('graph')} ({how})"
         )
 
-    # ---- parameters ------------------------------------------------------------------------------
-    @staticmethod
-    def _check_runtime(values: dict) -> None:
-        if not 0.0 <= float(values["smoothing"]) < 1.0:
-            raise ValueError("smoothing must be in [0, 1)")
-        if float(values["min_publish_period"]) < 0:
-            raise ValueError("min_publish_period must be >= 0")
-        if int(values["max_batch"]) < 1:
-            raise ValueError("max_batch must be >= 1")
-        if not 0.0 <= float(values["heatmap_alpha"]) <= 1.0:
-            raise ValueError("heatmap_alpha must be in [0, 1]")
-        if int(values["heatmap_max_width"]) < 0:
-            raise ValueError("heatmap_max_width must be >= 0")
-
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate changes; label/task changes are applied at once and re-encoded by the worker."""
-        try:
-            new = self._proposed(PARAMETERS, params)
-            self._check_runtime(new)
-            if any(p.name in TASK_PARAMS for p in params):
-                tasks = build_tasks(new["labels"], new["tasks"], new["tasks_file"])
-                templates = validate_templates(clean_list(new["template"]))
-                check_heatmap_choice(tasks, new["heatmap_task"], new["heatmap_label"])
-                names = [t.name for t in tasks]
-                self.engine.set_tasks(tasks, templates)
-                self._smoothed.clear()
-                self._publish_labels()
-                self.get_logger().info(
-                    f"labels changed: {len(tasks)} task(s) {names}; texts re-encode on the next frame"
-                )
-            elif any(p.name in ("heatmap_task", "heatmap_label") for p in params):
-                check_heatmap_choice(self.engine.tasks, new["heatmap_task"], new["heatmap_label"])
-        except (TaskError, ValueError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
-
     def _publish_labels(self) -> None:
+        engine = self.engine
         header = Header(stamp=self.get_clock().now().to_msg())
-        msg = to_label_info(header, self.engine.tasks, self.engine.templates, self.engine.model_id)
+        msg = messages.label_info(ros_message, header, engine.tasks, engine.templates, engine.model_id)
         for pub in self._label_pubs.values():
             pub.publish(msg)
 
-    # ---- worker ------------------------------------------------------------------------------------
+    # ---- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
         pin_torch_threads(self._torch_threads)
         super()._run()
 
+    def _due(self, cam: Camera, period: float, now: float) -> bool:
+        """`min_publish_period`: a camera's frame is skipped until the period since its last result."""
+        return period <= 0 or now - self._last_publish.get(cam.topic, -1e9) >= period
+
     def _step(self) -> None:
-        items = self.inputs.take(int(self._p("max_batch")), timeout=0.2)
-        if not items:
-            return
-        period = float(self._p("min_publish_period"))
-        work: list[_Work] = []
-        now = time.monotonic()
-        for cam, msg, received in items:
-            if period > 0 and now - self._last_publish.get(cam.topic, -1e9) < period:
-                cam.skipped_period += 1
-                continue
-            try:
-                rgb = image_to_rgb(
-                    msg,
-                    use_cv_bridge=bool(self._p("use_cv_bridge")),
-                    max_pixels=self.inputs.max_frame_pixels,
-                )
-            except ImageDecodeError as exc:
-                self.inputs.reject(cam, exc)
-                continue
-            work.append(_Work(cam, msg.header, rgb, received, now))
-        if not work:
-            return
-        want_heatmap = bool(self._p("heatmap"))
-        heat = [want_heatmap and self._pubs[w.camera.topic][2].get_subscription_count() > 0 for w in work]
-        with failures_counted(w.camera for w in work):
-            results = self.engine.classify(
-                [w.rgb for w in work],
+        """Take and submit the next batch, then publish the one before it: on CUDA the next batch's
+        frames are decoded, copied and uploaded while the GPU computes the current one. With a batch
+        in flight the worker does not wait for frames (its results are due)."""
+        pending, self._pending = self._pending, None
+        s, frames = self.take_frames(
+            self.batch_limit.size(self.settings.max_batch),
+            lambda s, cam, _msg, now: self._due(cam, s.min_publish_period, now),
+            timeout=0.0 if pending is not None else 0.2,
+        )
+        try:
+            if frames:
+                self._pending = (s, frames, self._submit(s, frames))
+        finally:
+            if pending is not None:
+                self._complete(*pending)
+
+    def _drain(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._complete(*pending)
+
+    def _submit(self, s: ClipSettings, frames: list[Frame]) -> PendingBatch:
+        heat = [
+            s.heatmap and self._pubs[f.camera.topic]["heatmap"].get_subscription_count() > 0 for f in frames
+        ]
+        with self._batch_failures(frames):
+            return self.engine.submit(
+                [f.rgb for f in frames],
                 heatmap=heat,
-                heatmap_task=self._p("heatmap_task") or None,
-                heatmap_label=self._p("heatmap_label") or None,
+                heatmap_task=s.heatmap_task or None,
+                heatmap_label=s.heatmap_label or None,
             )
+
+    def _complete(self, s: ClipSettings, frames: list[Frame], pending: PendingBatch) -> None:
+        with self._batch_failures(frames):
+            results = pending.result()
+        self.batch_limit.succeeded(s.max_batch)
         self._engine_time.add(results[0].latency)
         self._batches += 1
-        for w, result in zip(work, results, strict=True):
-            self._publish(w, result)
+        for frame, result in zip(frames, results, strict=True):
+            self._publish(frame, result, s)
 
-    def _smooth(self, cam: Camera, result: FrameResult) -> list[np.ndarray] | None:
-        s = float(self._p("smoothing"))
-        current = [t.probabilities for t in result.tasks]
-        if s <= 0:
-            return None
-        prev = self._smoothed.get(cam.topic)
-        if prev is None or [p.shape for p in prev] != [c.shape for c in current]:
-            smoothed = current
-        else:
-            smoothed = [s * p + (1.0 - s) * c for p, c in zip(prev, current, strict=True)]
-        self._smoothed[cam.topic] = smoothed
-        return smoothed
+    @contextmanager
+    def _batch_failures(self, frames: list[Frame]) -> Iterator[None]:
+        """A batch that raises (CUDA out of memory, ...): its frames counted failed, the next batches
+        halved (BatchLimit) and, after running out of memory, the engine's cached memory released;
+        the exception goes on to the worker loop, which counts and logs it."""
+        try:
+            with failures_counted(f.camera for f in frames):
+                yield
+        except Exception as exc:
+            self.batch_limit.failed(len(frames))
+            if "OutOfMemory" in type(exc).__name__ and self.engine is not None:
+                self.engine.release_memory()
+            raise
 
-    def _publish(self, w: _Work, result: FrameResult) -> None:
-        from av_scene_vlm.core.visualize import format_lines, overlay_heatmap
+    def _publish(self, frame: Frame, result: FrameResult, s: ClipSettings) -> None:
+        from av_scene_vlm.core.overlay import format_lines, overlay_heatmap
 
-        cam = w.camera
-        cls_pub, sim_pub, heat_pub = self._pubs[cam.topic]
-        model = self.engine.model_id
-        cls_pub.publish(to_classification_array(w.header, result, model, self._smooth(cam, result)))
-        if self._p("publish_similarity"):
-            sim_pub.publish(
-                to_similarity(
-                    w.header,
+        cam, engine = frame.camera, self.engine
+        pubs = self._pubs[cam.topic]
+        smoothed = self.smoother.update(cam.topic, result.tasks, s.smoothing)
+        pubs["classification"].publish(
+            messages.classification_array(ros_message, frame.header, result, engine.model_id, smoothed)
+        )
+        if s.publish_similarity:
+            pubs["similarity"].publish(
+                messages.similarity(
+                    ros_message,
+                    frame.header,
                     result,
-                    model,
-                    self.engine.logit_scale,
-                    embedding=bool(self._p("publish_embedding")),
+                    engine.model_id,
+                    engine.logit_scale,
+                    embedding=s.publish_embedding,
                 )
             )
         if result.heatmap is not None:
             bgr = overlay_heatmap(
-                w.rgb,
+                frame.rgb,
                 result.heatmap,
-                alpha=float(self._p("heatmap_alpha")),
+                alpha=s.heatmap_alpha,
                 lines=[f"heatmap: {result.heatmap_task} = {result.heatmap_label}", *format_lines(result)],
-                max_width=int(self._p("heatmap_max_width")),
+                max_width=s.heatmap_max_width,
             )
-            heat_pub.publish(bgr_to_image(bgr, w.header))
-        done = time.monotonic()
-        self._last_publish[cam.topic] = done
-        cam.processed += 1
-        cam.output_rate.tick(done)
-        cam.node_latency.add(done - w.received)
-        cam.slot_wait.add(w.picked - w.received)
-        # The node's own cost per frame: decode, batching, conversion, heatmap drawing, publishing.
-        cam.overhead.add(max(0.0, done - w.picked - result.latency))
-        stamp_age = (
-            self.get_clock().now().nanoseconds - (w.header.stamp.sec * 10**9 + w.header.stamp.nanosec)
-        ) / 1e9
-        cam.latency.add(stamp_age)
-        self._processed_rate.tick(done)
+            pubs["heatmap"].publish(bgr_to_image(bgr, frame.header))
+        self._last_publish[cam.topic] = self.finish(frame, result.latency)
+        self._processed_rate.tick(self._last_publish[cam.topic])
 
-    # ---- diagnostics ----------------------------------------------------------------------------------
-    def _publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        name = self.get_fully_qualified_name()
-        level, message = self.worker_errors.escalate(
-            DiagnosticStatus.OK, f"{self._processed_rate.rate():.1f} frames/s"
+    # ---- diagnostics ----------------------------------------------------------------------------
+    def _status(self, s: ClipSettings) -> tuple[int, str, str, dict[str, object]]:
+        engine = self.engine
+        fps = self._processed_rate.rate()
+        level, message = DiagnosticStatus.OK, f"{fps:.1f} frames/s"
+        limit = self.batch_limit.size(s.max_batch)
+        if limit < min(s.max_batch, len(self.cameras)):  # errors make it ERROR while they keep coming
+            level, message = DiagnosticStatus.WARN, f"{message}; batches held at {limit} after a failure"
+        return (
+            level,
+            message,
+            str(engine.device),
+            {
+                "model": engine.model_id,
+                "device": engine.device,
+                "dtype": dtype_name(engine.dtype),
+                "backend": engine.backend,
+                "onnx_providers": ",".join(engine.providers),
+                "processed_fps": f"{fps:.2f}",
+                "engine_time_p50_ms": f"{self._engine_time.get(0.5) * 1e3:.2f}",
+                "engine_time_p95_ms": f"{self._engine_time.get(0.95) * 1e3:.2f}",
+                "batches": self._batches,
+                "cuda_graphs": engine.graphs_state(),
+                "batch_limit": limit,
+                "failed_batches": self.batch_limit.failures,
+                "tasks": ",".join(t.name for t in engine.tasks),
+                "text_encoder_calls": engine.text_encoder_calls,
+                "worker_errors": self.worker_errors.count,
+                "last_worker_error": self.worker_errors.last,
+            },
         )
-        node_status = DiagnosticStatus(
-            level=level,
-            name=f"{name}: engine",
-            hardware_id=str(self.engine.device),
-            message=message,
-            values=kv(
-                model=self.engine.model_id,
-                device=self.engine.device,
-                dtype=dtype_name(self.engine.dtype),
-                backend=self.engine.backend,
-                onnx_providers=",".join(self.engine.providers),
-                processed_fps=f"{self._processed_rate.rate():.2f}",
-                engine_time_p50_ms=f"{self._engine_time.get(0.5) * 1e3:.2f}",
-                engine_time_p95_ms=f"{self._engine_time.get(0.95) * 1e3:.2f}",
-                batches=self._batches,
-                tasks=",".join(t.name for t in self.engine.tasks),
-                text_encoder_calls=self.engine.text_encoder_calls,
-                worker_errors=self.worker_errors.count,
-                last_worker_error=self.worker_errors.last,
-            ),
-        )
-        arr.status.append(node_status)
-        for cam in self.cameras:
-            arr.status.append(
-                camera_status(
-                    name,
-                    cam,
-                    slot_wait_p50_ms=f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
-                    node_overhead_p50_ms=f"{cam.overhead.get(0.5) * 1e3:.2f}",
-                    node_overhead_p95_ms=f"{cam.overhead.get(0.95) * 1e3:.2f}",
-                )
-            )
-        self._diag_pub.publish(arr)
+
+    def _camera_values(self, cam: Camera) -> dict[str, object]:
+        return {
+            "slot_wait_p50_ms": f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
+            "node_overhead_p50_ms": f"{cam.overhead.get(0.5) * 1e3:.2f}",
+            "node_overhead_p95_ms": f"{cam.overhead.get(0.95) * 1e3:.2f}",
+        }
 
 
 def main(args: list[str] | None = None) -> int:

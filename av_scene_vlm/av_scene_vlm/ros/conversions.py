@@ -1,4 +1,5 @@
-"""Message <-> array/result conversions: the only place that knows both ROS messages and the core.
+"""Message <-> array conversions for rclpy: images in and out, and the builder that turns the core's
+result-to-message mapping (`core.result_messages`, shared with the bag writer) into rclpy messages.
 
 The data path reads straight through: Image/CompressedImage -> RGB array -> engine -> FrameResult ->
 ClassificationArray / Similarity / heatmap Image, each output carrying the source header unchanged.
@@ -6,15 +7,14 @@ ClassificationArray / Similarity / heatmap Image, each output carrying the sourc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import array
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-if TYPE_CHECKING:  # annotations only: caption_node needs no CLIP engine (torchvision) import
-    from av_scene_vlm.core.engine import FrameResult
+import av_scene_vlm_msgs.msg as msgs
 from av_scene_vlm.core.image_codec import (
     DEFAULT_MAX_FRAME_PIXELS,
     ImageDecodeError,
@@ -22,15 +22,6 @@ from av_scene_vlm.core.image_codec import (
     check_raw_fields,
     decode_compressed,
     decode_raw,
-)
-from av_scene_vlm.core.tasks import Task, expand_prompts
-from av_scene_vlm_msgs.msg import (
-    Caption,
-    Classification,
-    ClassificationArray,
-    LabelInfo,
-    Similarity,
-    TaskInfo,
 )
 
 
@@ -99,70 +90,15 @@ def bgr_to_image(bgr: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def to_classification_array(
-    header: Header,
-    result: FrameResult,
-    model_id: str,
-    probabilities: Sequence[np.ndarray] | None = None,
-) -> ClassificationArray:
-    """One ClassificationArray for a frame; `probabilities` overrides (e.g. EMA-smoothed) per task."""
-    out = ClassificationArray(header=header)
-    for k, task in enumerate(result.tasks):
-        probs = task.probabilities if probabilities is None else probabilities[k]
-        top = int(np.argmax(probs))
-        out.results.append(
-            Classification(
-                header=header,
-                task=task.task,
-                labels=list(task.labels),
-                probabilities=[float(p) for p in probs],
-                top_label=task.labels[top],
-                top_probability=float(probs[top]),
-                model_id=model_id,
-                inference_latency=float(result.latency),
-            )
-        )
-    return out
+# numpy dtype -> the array.array typecode rclpy keeps a numeric sequence field in.
+_TYPECODES = {np.dtype(np.float64): "d", np.dtype(np.float32): "f", np.dtype(np.uint32): "I"}
 
 
-def to_similarity(
-    header: Header, result: FrameResult, model_id: str, logit_scale: float, *, embedding: bool
-) -> Similarity:
-    """Cosines of every label of every task (flattened in task order) and optionally the embedding."""
-    msg = Similarity(header=header, model_id=model_id, logit_scale=float(logit_scale))
-    for task in result.tasks:
-        msg.texts.extend(task.labels)
-        msg.tasks.extend([task.task] * len(task.labels))
-    msg.cosine = np.concatenate([t.cosine for t in result.tasks]).astype(np.float32).tolist()
-    if embedding:
-        msg.image_embedding = result.image_embedding.astype(np.float32).tolist()
-    return msg
-
-
-def to_label_info(
-    header: Header, tasks: Sequence[Task], templates: Sequence[str], model_id: str
-) -> LabelInfo:
-    """The label map (tasks, labels, expanded prompts) for the latched `scene/labels` topic."""
-    msg = LabelInfo(header=header, model_id=model_id)
-    for task in tasks:
-        info = TaskInfo(task=task.name, labels=task.label_names)
-        for i, label in enumerate(task.labels):
-            prompts = expand_prompts(label, templates)
-            info.prompts.extend(prompts)
-            info.prompt_label_index.extend([i] * len(prompts))
-        msg.tasks.append(info)
-    return msg
-
-
-def to_caption(
-    header: Header, text: str, prompt: str, model_id: str, latency: float, num_tokens: int
-) -> Caption:
-    """A Caption message with the source header."""
-    return Caption(
-        header=header,
-        text=text,
-        prompt=prompt,
-        model_id=model_id,
-        latency=float(latency),
-        num_tokens=int(num_tokens),
-    )
+def ros_message(name: str, **fields: Any) -> Any:
+    """The builder of `core.result_messages` for rclpy: `av_scene_vlm_msgs/msg/<name>`, numpy arrays
+    handed over as the `array.array` rclpy stores such fields in (no per-element Python objects)."""
+    for key, value in fields.items():
+        if isinstance(value, np.ndarray):
+            code = _TYPECODES[value.dtype]
+            fields[key] = array.array(code, np.ascontiguousarray(value).tobytes())
+    return getattr(msgs, name)(**fields)

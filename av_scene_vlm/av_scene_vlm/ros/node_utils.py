@@ -1,37 +1,28 @@
-"""Pieces shared by clip_node, caption_node and scene_vlm: parameter tables, start-up, worker threads.
+"""Pieces shared by clip_node, caption_node and scene_vlm: parameter tables, start-up, thread set-up.
 
 Why one module: both nodes take the same camera inputs and must fail the same way when a model or
 parameter is bad (one clear line; exit 1 for a model, 2 for a parameter); keeping that here keeps
-their behaviour identical. Parameter types and their messages live in `parameters`.
+their behaviour identical. Parameter types and their messages live in `parameters`, the lifecycle
+and worker base class in `worker_node`.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import rclpy
-from diagnostic_msgs.msg import KeyValue
 from rclpy.node import Node
 
 from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
-from av_scene_vlm.ros.parameters import (
-    Examples,
-    ParameterTypeError,
-    ParamSpec,
-    coerce,
-    declare_parameters,
-    params_files_with_yaml_text,
-    quote_param_args,
-    restore_declared_types,
-    typed_value,
-)
-
-__all__ = ["ParamSpec", "declare_parameters"]  # re-exported: the nodes declare their tables with them
+from av_scene_vlm.ros.parameters import ParamSpec
+from av_scene_vlm.ros.ros_args import params_files_with_yaml_text, quote_param_args
 
 INPUT_PARAMETERS: dict[str, ParamSpec] = {
     "image_topics": (
@@ -63,6 +54,12 @@ USE_CV_BRIDGE: ParamSpec = (
     "the built-in codec, tested against OpenCV for every encoding.",
     False,
 )
+AUTOSTART: ParamSpec = (
+    True,
+    "Configure and activate at start-up (lifecycle); false: wait unconfigured for `ros2 lifecycle set` "
+    "or a lifecycle manager.",
+    True,
+)
 
 
 def clean_list(values: Sequence[str] | None) -> list[str]:
@@ -70,24 +67,9 @@ def clean_list(values: Sequence[str] | None) -> list[str]:
     return [v for v in values if v.strip()] if values else []
 
 
-def plan_inputs(node: WorkerNode) -> list:  # -> list[Camera]
-    """Validate the parameters both nodes share (INPUT_PARAMETERS, diagnostics_period) and plan the
-    cameras, before any model is loaded."""
-    from av_scene_vlm.ros.camera_input import check_input_qos, plan_cameras
-
-    p = node._p
-
-    check_input_qos(p("input_reliability"), int(p("input_depth")))
-    if int(p("max_frame_pixels")) < 1:
-        raise ValueError("max_frame_pixels must be >= 1")
-    if float(p("diagnostics_period")) <= 0:
-        raise ValueError("diagnostics_period must be > 0")
-    return plan_cameras(clean_list(p("image_topics")), clean_list(p("output_namespaces")), p("input_type"))
-
-
-def kv(**values: object) -> list[KeyValue]:
-    """Diagnostic key/values, every value as a string."""
-    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+def dtype_name(dtype: object) -> str:
+    """'float16' for torch.float16: how diagnostics and logs show a dtype."""
+    return str(dtype).replace("torch.", "")
 
 
 def pin_torch_threads(num_threads: int) -> int:
@@ -144,7 +126,30 @@ def use_own_cuda_stream(device: object) -> object | None:
     return stream
 
 
+def release_memory() -> None:
+    """Give freed model memory back: collect cycles, return CUDA's cached blocks (so
+    `torch.cuda.memory_allocated` and the driver's view drop), and trim glibc's heap (freed tensors
+    otherwise stay in the process's resident set)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 NodeFactory = Callable[[], Node | None]
+
+
+def lifecycle_state(node: Node) -> str:
+    """The node's lifecycle state ('unconfigured', 'inactive', 'active', 'finalized'); '' for a node
+    that is not a lifecycle node."""
+    machine = getattr(node, "_state_machine", None)
+    return str(machine.current_state[1]) if machine is not None else ""
 
 
 def run_nodes(
@@ -154,12 +159,14 @@ def run_nodes(
 ) -> int:
     """Init rclpy, build nodes, spin. A bad parameter is one line per parameter and exit code 2
     (like the CLIs' usage errors), a model that cannot be loaded one line and exit 1; no traceback.
+    (A node with `autostart` configures and activates itself when built, so these come from there.)
 
     `params`: every parameter the nodes declare, so `-p` values are quoted as they are meant
     (`parameters.quote_param_args`) before rcl parses them.
 
     A factory may return None to skip its node (scene_vlm with `enable_caption:=false`). All nodes
-    share one executor; their model work runs on each node's own worker thread.
+    share one executor; their model work runs on each node's own worker thread. The process ends with
+    exit code 0 on Ctrl-C, or once every node has been shut down (`ros2 lifecycle set ... shutdown`).
 
     Why a SingleThreadedExecutor: every callback is O(1) (frames only go into a slot), and rclpy's
     MultiThreadedExecutor spins its wait loop in Python while a pool thread has yet to take a ready
@@ -200,7 +207,11 @@ def run_nodes(
     for node in nodes:
         executor.add_node(node)
     try:
-        executor.spin()
+        while rclpy.ok() and not all(lifecycle_state(n) == "finalized" for n in nodes):
+            executor.spin_once(timeout_sec=0.25)
+        grace = time.monotonic() + 1.0  # every node shut down: let the last replies and events go out
+        while rclpy.ok() and time.monotonic() < grace:
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -213,154 +224,3 @@ def run_nodes(
         rclpy.try_shutdown()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # try_shutdown restored the handler from before init
     return 0
-
-
-def camera_status(node_name: str, cam, **extra: object):  # -> DiagnosticStatus
-    """The per-camera diagnostic both nodes publish: counters, rates and latencies, plus `extra`."""
-    from diagnostic_msgs.msg import DiagnosticStatus
-
-    level, message = DiagnosticStatus.OK, "ok"
-    if cam.received == 0:
-        level, message = DiagnosticStatus.WARN, "no frames received"
-    elif cam.bad and cam.bad >= cam.processed:
-        level, message = DiagnosticStatus.WARN, "most frames are malformed"
-    return DiagnosticStatus(
-        level=level,
-        name=f"{node_name}: {cam.topic}",
-        hardware_id=cam.topic,
-        message=message,
-        values=kv(
-            input_rate_hz=f"{cam.input_rate.rate():.2f}",
-            processed_fps=f"{cam.output_rate.rate():.2f}",
-            received=cam.received,
-            processed=cam.processed,
-            dropped=cam.dropped,
-            bad_frames=cam.bad,
-            skipped_by_period=cam.skipped_period,
-            failed=cam.failed,
-            latency_stamp_to_publish_p50_ms=f"{cam.latency.get(0.5) * 1e3:.2f}",
-            latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
-            latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
-            latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
-            **extra,
-            output_namespace=cam.namespace,
-        ),
-    )
-
-
-class WorkerErrors:
-    """Exceptions of a node's model worker, counted for /diagnostics.
-
-    Why: the worker logs an exception and goes on (a transient CUDA error must not kill it), so
-    without a count a node whose inference fails on every frame would still report itself healthy.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.last = ""
-        self._reported = 0
-        self._lock = threading.Lock()
-
-    def record(self, exc: BaseException) -> None:
-        with self._lock:
-            self.count += 1
-            self.last = f"{type(exc).__name__}: {exc}"[:300]
-
-    def escalate(self, level: int, message: str) -> tuple[int, str]:
-        """ERROR (with the newest error) while errors keep coming in, i.e. any since the last call."""
-        from diagnostic_msgs.msg import DiagnosticStatus
-
-        with self._lock:
-            new, self._reported = self.count - self._reported, self.count
-            last = self.last
-        if new:
-            return DiagnosticStatus.ERROR, f"{new} worker error(s) since the last report; last: {last}"
-        return level, message
-
-
-class WorkerNode(Node):
-    """A node whose model work runs on one worker thread: start, loop, error count and stop.
-
-    Subclasses implement `_step` (take the newest frames, run the model, publish) and
-    `_publish_diagnostics`, set `inputs` (their CameraInputs) and call `start_worker` last in
-    `__init__`. Why a base class: both nodes must keep the executor free and survive, count and
-    report worker failures, and shut down the same way.
-    """
-
-    WORKER_WHAT = "model work"  # for log lines: "<what> failed: ..."
-    STOP_TIMEOUT_S = 5.0  # how long destroy_node waits for a step in progress
-
-    def declare(self, specs: Mapping[str, ParamSpec], examples: Examples | None = None) -> None:
-        """Declare the node's parameter table (see `parameters.declare_parameters`); call first."""
-        self._specs = dict(specs)
-        self._examples = {**INPUT_EXAMPLES, **(examples or {})}
-        declare_parameters(self, self._specs, self._examples)
-
-    def _p(self, name: str):
-        """A parameter's value, as its declared type."""
-        return typed_value(self, name, self._specs)
-
-    def _proposed(self, names: Sequence[str], params: list) -> dict:
-        """The values of `names` as they would be after a parameter change, for validating it whole;
-        ValueError with the one-line reason when a new value has the wrong type."""
-        restore_declared_types(self, params, self._specs)
-        new = {k: self._p(k) for k in names}
-        for param in params:
-            spec = self._specs.get(param.name)
-            if spec is None:
-                new[param.name] = param.value
-                continue
-            try:
-                new[param.name] = coerce(param.name, param.value, spec, self._examples.get(param.name))
-            except ParameterTypeError as exc:
-                raise ValueError(exc.line("runtime", self.get_fully_qualified_name())) from None
-        return new
-
-    def start_worker(self) -> None:
-        """Start the worker thread and the /diagnostics timer."""
-        self.worker_errors = WorkerErrors()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name=f"{self.get_name()}_worker", daemon=True)
-        self._worker.start()
-        self.create_timer(float(self._p("diagnostics_period")), self._publish_diagnostics)
-
-    def _run(self) -> None:
-        """The worker thread; subclasses that set thread-local state first override and call this."""
-        self._loop()
-
-    def _loop(self) -> None:
-        """Call `_step` until the node stops. An exception is counted, logged (at most every 5 s) and
-        the loop goes on: one bad frame or a transient CUDA error must not kill the worker."""
-        import time
-
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception as exc:
-                self.worker_errors.record(exc)
-                self.get_logger().error(
-                    f"{self.WORKER_WHAT} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
-                )
-                time.sleep(0.1)
-
-    def _step(self) -> None:
-        raise NotImplementedError
-
-    def _publish_diagnostics(self) -> None:
-        raise NotImplementedError
-
-    def destroy_node(self) -> None:
-        """Stop the worker before the node goes. Also called by context shutdown on a node whose
-        __init__ failed part-way (e.g. the model could not be loaded), so a missing worker is fine."""
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            self._stop.set()
-            self.inputs.wake()
-            if worker.is_alive():
-                worker.join(timeout=self.STOP_TIMEOUT_S)
-        super().destroy_node()
-
-
-def dtype_name(dtype: object) -> str:
-    """'float16' for torch.float16: how diagnostics and logs show a dtype."""
-    return str(dtype).replace("torch.", "")

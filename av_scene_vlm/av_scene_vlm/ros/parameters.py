@@ -3,24 +3,22 @@
 Why: rclpy types a parameter by its default and rejects any other type, with a traceback at start-up
 and at runtime with a reason that names neither the parameter nor a value that would work; and rcl's
 `-p name:=value` parser cannot hold a YAML map, so `-p tasks:="weather: [clear, rain]"` fails inside
-`rclpy.init`. Here, everywhere a value comes from (`-p`, params files, launch, `ros2 param set`):
+`rclpy.init` (`ros_args` quotes such values first). Here, everywhere a value comes from (`-p`, params
+files, launch, `ros2 param set`):
 - an integer where a double is declared becomes that double, and one string where a string list is
   declared becomes a list of one; `-p` values of text parameters stay the text that was typed;
 - anything else is one line naming the parameter, the type expected and an example: start-up stops
-  with exit code 2 (`run_nodes`), a runtime change is rejected with that line and the old value stays.
+  with exit code 2 (`run_nodes`; a lifecycle node that is not auto-started fails `configure` with
+  it), a runtime change is rejected with that line and the old value stays.
 
 Parameters are declared with `dynamic_typing` so that rclpy lets every value through to `coerce`,
 which checks it against the type of the declared default; stored values always have that type
-(start-up and, where rclpy has pre-set callbacks, runtime; `WorkerNode._p` coerces on read too).
+(start-up and, where rclpy has pre-set callbacks, runtime; `typed_values` coerces on read too).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -145,17 +143,27 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def declare_parameters(node: Node, specs: Mapping[str, ParamSpec], examples: Examples | None = None) -> None:
+def declare_parameters(
+    node: Node,
+    specs: Mapping[str, ParamSpec],
+    examples: Examples | None = None,
+    *,
+    strict: bool = True,
+    read_only: bool = True,
+) -> list[ParameterTypeError]:
     """Declare every parameter (description, read-only flag) and type-check its start-up value.
 
-    Raises ParameterTypeErrors listing every parameter whose value has the wrong type. A value that
-    `coerce` converts is stored converted, so `ros2 param get` shows the declared type. Runtime
-    changes are converted by a pre-set callback (rclpy >= Iron) and type-checked by an on-set one.
+    `strict`: raise ParameterTypeErrors listing every parameter whose value has the wrong type; else
+    return them (a lifecycle node reports them when it is configured, and can be fixed meanwhile).
+    A value that `coerce` converts is stored converted, so `ros2 param get` shows the declared type.
+    `read_only`: apply the specs' read-only flags now (a lifecycle node locks them once configured:
+    `set_read_only`). Runtime changes are converted by a pre-set callback (rclpy >= Iron) and
+    type-checked by an on-set one.
     """
     examples = examples or {}
     errors = []
     for name, spec in specs.items():
-        default, desc, read_only = spec
+        default, desc, _ = spec
         constraint = f"type: {kind_of(default)}"
         node.declare_parameter(
             name,
@@ -170,18 +178,39 @@ def declare_parameters(node: Node, specs: Mapping[str, ParamSpec], examples: Exa
             continue
         if not _same(typed, value):
             node.set_parameters([Parameter(name, value=typed)])
-        if read_only:  # set after the value: rclpy refuses every change of a read-only parameter
-            node.set_descriptor(
-                name,
-                ParameterDescriptor(
-                    description=desc, additional_constraints=constraint, read_only=True, dynamic_typing=True
-                ),
-            )
-    if errors:
+    if errors and strict:
         raise ParameterTypeErrors(errors)
+    if read_only:  # after the values: rclpy refuses every change of a read-only parameter
+        set_read_only(node, specs, True)
     if hasattr(node, "add_pre_set_parameters_callback"):  # rclpy >= Iron; on Humble _p() converts
         node.add_pre_set_parameters_callback(lambda params: _converted(params, specs))
     node.add_on_set_parameters_callback(lambda params: _type_check(params, specs, node, examples))
+    return errors
+
+
+def set_read_only(node: Node, specs: Mapping[str, ParamSpec], locked: bool) -> None:
+    """Lock (or unlock) the parameters whose spec says read-only. A lifecycle node reads them when it
+    is configured: they can be changed while it is unconfigured, and are read-only from configure to
+    cleanup. (rclpy's set_descriptor refuses to touch a read-only parameter, so the stored descriptor
+    is changed in place, as `restore_declared_types` does.)"""
+    for name, (_, _, read_only) in specs.items():
+        if read_only and node.has_parameter(name):
+            node.describe_parameter(name).read_only = locked
+
+
+def typed_values(
+    node: Node, specs: Mapping[str, ParamSpec], examples: Examples | None = None
+) -> dict[str, Any]:
+    """Every parameter of `specs` as its declared type; ParameterTypeErrors lists each that has none."""
+    values, errors = {}, []
+    for name, spec in specs.items():
+        try:
+            values[name] = coerce(name, node.get_parameter(name).value, spec, (examples or {}).get(name))
+        except ParameterTypeError as exc:
+            errors.append(exc)
+    if errors:
+        raise ParameterTypeErrors(errors)
+    return values
 
 
 _TYPE_IDS = {
@@ -243,115 +272,6 @@ def typed_value(node: Node, name: str, specs: Mapping[str, ParamSpec]) -> Any:
     value = node.get_parameter(name).value
     spec = specs.get(name)
     return value if spec is None else coerce(name, value, spec)
-
-
-# ---- `-p name:=value` before rclpy.init ------------------------------------------------------------
-
-
-def quote_param_args(args: Sequence[str], specs: Mapping[str, ParamSpec]) -> list[str]:
-    """Rewrite `-p name:=value` arguments so rcl's parser keeps them as people mean them.
-
-    rcl reads each value as YAML and fails in `rclpy.init` on a map, so `-p tasks:="weather: [clear,
-    rain]"` never reaches the node; and it turns `-p model:=1.0` or `-p heatmap_label:=yes` into a
-    number or a bool. Text and text-list parameters therefore get the value typed, quoted as a YAML
-    string (a flow list of strings for a list); other parameters are quoted only when rcl could not
-    parse them, so the node names the parameter and the type it expects.
-    """
-    out = list(args)
-    for i in _ros_arg_values(out, ("-p", "--param")):
-        out[i] = _quoted(out[i], specs)
-    return out
-
-
-def _ros_arg_values(args: Sequence[str], flags: Sequence[str]) -> list[int]:
-    """Indices of the values that follow one of `flags` inside `--ros-args ... [--]`."""
-    found, in_ros_args = [], False
-    for i, arg in enumerate(args):
-        if arg == "--ros-args":
-            in_ros_args = True
-        elif arg == "--":
-            in_ros_args = False
-        elif in_ros_args and arg in flags and i + 1 < len(args):
-            found.append(i + 1)
-    return found
-
-
-def _quoted(assignment: str, specs: Mapping[str, ParamSpec]) -> str:
-    target, sep, text = assignment.partition(":=")
-    spec = specs.get(target.rsplit(":", 1)[-1])  # `node_name:param` targets one node
-    if not sep:
-        return assignment
-    as_text = f"{target}:={json.dumps(text)}"
-    try:
-        typed = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return as_text  # rcl could not parse it either; the node names the type it expects
-    if spec is None:  # another node's parameter (a shared command line): only keep rcl alive
-        return as_text if isinstance(typed, dict) else assignment
-    kind = kind_of(spec[0])
-    quoted = text.strip()[:1] in ("'", '"') and isinstance(typed, str)
-    if kind == "string list" and isinstance(typed, list):
-        items = yaml.load(text, Loader=yaml.BaseLoader)  # every item as the text typed
-        if all(isinstance(v, str) for v in items):
-            return f"{target}:={json.dumps(items or [''])}"  # rcl cannot type an empty list
-        return assignment
-    if kind in ("string", "string list"):
-        return assignment if quoted else as_text
-    return as_text if isinstance(typed, dict) else assignment
-
-
-# Text parameters whose text is YAML: a map written under them in a params file is that YAML.
-YAML_TEXT_PARAMETERS = ("tasks",)
-
-
-def params_files_with_yaml_text(
-    args: Sequence[str], names: Sequence[str] = YAML_TEXT_PARAMETERS
-) -> tuple[list[str], list[Path]]:
-    """Rewrite `--params-file F` arguments whose file holds a YAML map under a parameter of `names`
-    (e.g. `tasks:` written as a nested map, as the README shows the schema) into a temporary copy
-    holding that map as YAML text; returns the new arguments and the copies to delete after
-    `rclpy.init` (rcl reads params files there).
-
-    Why: rcl flattens a nested map into parameters `tasks.weather`, ... that no node declares, so
-    the label sets would be dropped without a word; as text, `tasks` gets exactly what was written.
-    """
-    out, temps = list(args), []
-    for i in _ros_arg_values(out, ("--params-file",)):
-        rewritten = _yaml_text_maps(Path(out[i]), names)
-        if rewritten is not None:
-            fd, name = tempfile.mkstemp(prefix="av_scene_vlm_params_", suffix=".yaml")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                yaml.safe_dump(rewritten, f, sort_keys=False, allow_unicode=True)
-            out[i] = name
-            temps.append(Path(name))
-    return out, temps
-
-
-def _yaml_text_maps(path: Path, names: Sequence[str]) -> dict | None:
-    """The params file with maps under `names` turned into YAML text; None when there are none (or
-    the file cannot be read: rcl then reports it)."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    changed = False
-
-    def visit(section: object) -> None:
-        nonlocal changed
-        if not isinstance(section, dict):
-            return
-        params = section.get("ros__parameters")
-        if isinstance(params, dict):
-            for name in names:
-                if isinstance(params.get(name), dict):
-                    params[name] = yaml.safe_dump(params[name], sort_keys=False, allow_unicode=True)
-                    changed = True
-        for key, value in section.items():
-            if key != "ros__parameters":
-                visit(value)  # node names nest under namespaces
-
-    visit(doc)
-    return doc if changed else None
 
 
 # ---- how examples are written ----------------------------------------------------------------------

@@ -8,7 +8,9 @@ file and `-p name:=value` apply to both, each takes the ones it declares; node-n
 one. `enable_caption` (default true) is read by a short-lived bootstrap node named `scene_vlm`, so it
 is set like any parameter (`-p enable_caption:=false`, or under `/**` or `scene_vlm:` in a params
 file); false runs the classifier alone. Do not remap `__node` here: a process-wide remap would give
-every node the same name.
+every node the same name. Both are lifecycle nodes: with `-p autostart:=false` both wait unconfigured
+for `ros2 lifecycle set /clip_node configure` (and /caption_node), and the process ends once both are
+shut down.
 
 Threads: one executor serves both nodes' callbacks, which only store frames (a SingleThreadedExecutor;
 see `run_nodes` for why not rclpy's MultiThreadedExecutor), and each node runs its model on its own
@@ -35,25 +37,32 @@ from rclpy.node import Node
 from av_scene_vlm.ros import caption_node, clip_node
 from av_scene_vlm.ros.caption_node import CaptionNode
 from av_scene_vlm.ros.clip_node import ClipNode
-from av_scene_vlm.ros.node_utils import INPUT_EXAMPLES, ParamSpec, declare_parameters, run_nodes
-from av_scene_vlm.ros.parameters import ParameterTypeError, ParameterTypeErrors
+from av_scene_vlm.ros.node_utils import AUTOSTART, INPUT_EXAMPLES, ParamSpec, run_nodes
+from av_scene_vlm.ros.parameters import ParameterTypeError, ParameterTypeErrors, declare_parameters
 
 # scene_vlm's own parameters (read by the bootstrap node); the README's table is generated from it.
 PARAMETERS: dict[str, ParamSpec] = {
     "enable_caption": (True, "Run caption_node next to clip_node (false = classifier only).", True),
 }
+_BOOTSTRAP = {**PARAMETERS, "autostart": AUTOSTART}
 # Every parameter this process reads: `-p` values are quoted by these types before rclpy.init.
 ALL_PARAMETERS: dict[str, ParamSpec] = {**clip_node.PARAMETERS, **caption_node.PARAMETERS, **PARAMETERS}
 
 
-def caption_enabled(**node_kwargs: Any) -> bool:
-    """Read `enable_caption` from the command line / params file through a bootstrap node."""
+def _bootstrap(name: str, **node_kwargs: Any) -> bool:
+    """Read one of scene_vlm's own bools (`enable_caption`, `autostart`) from the command line / params
+    file through a short-lived bootstrap node named `scene_vlm`."""
     node = Node("scene_vlm", start_parameter_services=False, enable_rosout=False, **node_kwargs)
     try:
-        declare_parameters(node, PARAMETERS)
-        return bool(node.get_parameter("enable_caption").value)
+        declare_parameters(node, {name: _BOOTSTRAP[name]})
+        return bool(node.get_parameter(name).value)
     finally:
         node.destroy_node()
+
+
+def caption_enabled(**node_kwargs: Any) -> bool:
+    """`enable_caption`, read through a bootstrap node."""
+    return _bootstrap("enable_caption", **node_kwargs)
 
 
 def check_parameter_types(**node_kwargs: Any) -> None:
@@ -85,7 +94,14 @@ def check_parameter_types(**node_kwargs: Any) -> None:
 
 
 def _checked() -> None:
-    check_parameter_types()  # a factory that builds no node
+    """A factory that builds no node: with autostart, every type error before either model loads
+    (without, each node reports its own when it is configured)."""
+    try:
+        autostart = _bootstrap("autostart")
+    except ParameterTypeErrors:
+        autostart = True  # the nodes take it as their default, and report it
+    if autostart:
+        check_parameter_types()
 
 
 def _caption_node() -> CaptionNode | None:

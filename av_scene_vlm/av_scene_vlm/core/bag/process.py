@@ -10,7 +10,6 @@ left behind: output goes to a hidden directory beside the target and is renamed 
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, check_max_pixels
+from ..progress import progress_bar
 from .captions import CaptionSchedule
 from .errors import BagError, OutputError, check_positive, reason
 from .prefetch import prefetch
@@ -248,7 +248,7 @@ def _process(
         total = sum(c.msgcount for c in reader.connections if c.id in cameras)
         read = _read(reader, in_path, store, conn_map, cameras, max_frame_pixels)
         records = prefetch(read, depth=2 * batch_size + 8)
-        with _progress_bar(total, in_path.name, progress) as bar, closing(records):
+        with progress_bar(total, in_path.name, progress) as bar, closing(records):
             for chunk, batch in _classified(engine, _chunks(records, batch_size, schedule, counts, bar)):
                 _emit(out, chunk, captioner, counts)
                 bar.update(len(batch))
@@ -283,20 +283,6 @@ def _add_result_topics(out: ResultWriter, cameras: dict[int, _Camera], captions:
                 continue
             cam.out[leaf] = out.add(f"{cam.namespace}/{leaf}", msgtype)
         cam.out[LABELS_LEAF] = out.add(f"{cam.namespace}/{LABELS_LEAF}", LABEL_INFO, "TRANSIENT_LOCAL", 1)
-
-
-def _progress_bar(total: int, name: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total or None,
-        unit="frame",
-        desc=name,
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=True,
-    )
 
 
 def _read(

@@ -1,8 +1,10 @@
-"""`search_bag`: rank the frames of one bag by CLIP similarity with a sentence.
+"""`search_bag`: rank the frames of one bag by CLIP similarity with a sentence or an example image.
 
 A processed bag's stored Similarity embeddings are used when they come from the query's model (no
 image is decoded); other cameras have their frames decoded and encoded in batches. The best `top_k`
-are kept in a heap, so memory does not grow with the drive's length.
+are kept in a heap, so memory does not grow with the drive's length. Each match carries what the bag
+recorded for its frame (top labels, caption), and `where` filters on those as on a fleet index
+(`where.py`), before the ranking.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .errors import BagError, check_positive
 from .prefetch import prefetch
 from .reading import Decoded, frames, group_by_namespace, messages, opened, read_frame, topic_list
 from .typestore import IMAGE_TYPES, LABEL_INFO, SIMILARITY, bag_typestore
+from .where import FrameFilter, FrameKey, FrameLabels, frame_labels, frame_row
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -40,12 +43,23 @@ class Match:
     score: float  # cosine of image and query embeddings
     timestamp: int  # bag record time, ns
     source: str  # "embedding" (stored Similarity) or "image" (encoded now)
+    namespace: str = ""  # the camera's output namespace
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> {label, probability}
+    caption: str | None = None
     _rgb: np.ndarray | None = field(default=None, repr=False, compare=False)
     _loader: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def stamp_str(self) -> str:
         return f"{self.stamp[0]}.{self.stamp[1]:09d}"
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.stamp[0] * 10**9 + self.stamp[1]
+
+    @property
+    def key(self) -> FrameKey:
+        return (self.namespace, *self.stamp, self.frame_id)
 
     def image(self) -> np.ndarray:
         """H×W×3 uint8 RGB of the frame (BagError if the bag does not hold it)."""
@@ -99,6 +113,27 @@ class _TopK:
         return [m for _, _, m in sorted(self.heap, key=lambda x: x[0].key)]
 
 
+class _Collector:
+    """Matches in: what the bag recorded for each frame attached, `where` applied, the best kept."""
+
+    def __init__(self, path: Path, top_k: int, found: dict[FrameKey, FrameLabels], where: FrameFilter | None):
+        self.path, self.best, self.found, self.where = path, _TopK(top_k), found, where
+
+    def add(self, matches: list[Match]) -> None:
+        for m in matches:
+            entry = self.found.get(m.key)
+            if entry is not None:
+                m.labels, m.caption = entry.labels, entry.caption
+        if self.where is not None:
+            rows = [
+                frame_row(self.path, m.topic, m.stamp_ns, m.frame_id, m.timestamp, self.found.get(m.key))
+                for m in matches
+            ]
+            matches = [m for m, keep in zip(matches, self.where.keep(rows), strict=True) if keep]
+        for m in matches:
+            self.best.push(m)
+
+
 class _Inverse:
     """Orders rank keys in reverse, so a min-heap holds the best entries and drops the worst."""
 
@@ -116,7 +151,7 @@ class _Inverse:
 
 def search_bag(
     bag: str | Path,
-    query: str,
+    query: str | None,
     engine: ZeroShotEngine,
     *,
     top_k: int = 10,
@@ -124,8 +159,11 @@ def search_bag(
     batch_size: int = 16,
     use_embeddings: bool | None = None,
     msg_dir: str | Path | None = None,
+    vector: np.ndarray | None = None,
+    where: str | None = None,
 ) -> list[Match]:
-    """The `top_k` frames most similar to `query`, best first (ties: earlier bag time first).
+    """The `top_k` frames most similar to `query` (or to the query embedding `vector`, e.g. of an
+    example image), best first (ties: earlier bag time first), among those `where` keeps.
 
     A processed bag's Similarity embeddings are used when they come from the engine's model
     (`use_embeddings`: None = when available, True = required, False = always encode the images);
@@ -133,20 +171,23 @@ def search_bag(
     `topics` restricts image topics (or similarity topics) to search.
     """
     path = Path(bag)
-    if not isinstance(query, str) or not query.strip():
+    if vector is None and (not isinstance(query, str) or not query.strip()):
         raise BagError("the search query is empty")
     check_positive("top_k", top_k)
     check_positive("batch_size", batch_size)
     store = bag_typestore(msg_dir)
-    text = engine.encode_texts([query.strip()])[0].astype(np.float64)
-    best = _TopK(top_k)
+    text = (engine.encode_texts([query.strip()])[0] if vector is None else np.asarray(vector)).astype(
+        np.float64
+    )
     with opened(path) as reader:
+        found, tasks = frame_labels(reader, path, store)
+        best = _Collector(path, top_k, found, FrameFilter(where, tasks, path) if where else None)
         images, sims, source_of = _search_topics(reader, path, topics)
         covered: set[str] = set()
         why_not: list[str] = []
         if use_embeddings is not False and sims:
             covered, why_not = _search_embeddings(
-                reader, path, store, engine, text, sims, source_of, best.push
+                reader, path, store, engine, text, sims, source_of, best.add
             )
         if use_embeddings and not covered:
             why_not = why_not or ["the bag has no Similarity messages (process it with `av-scene-vlm bag`)"]
@@ -155,10 +196,10 @@ def search_bag(
         if todo:
             chosen, _ = group_by_namespace(todo, explicit=False)
             conns = [c for cs in chosen.values() for c in cs]
-            _search_images(reader, path, store, engine, text, conns, batch_size, best.push)
+            _search_images(reader, path, store, engine, text, conns, batch_size, best.add)
         elif not covered:
             raise BagError(f"nothing to search in '{path}': {'; '.join(why_not)}")
-    return best.ranked()
+    return best.best.ranked()
 
 
 def _search_topics(
@@ -193,7 +234,7 @@ def _search_embeddings(
     text: np.ndarray,
     sims: list[Connection],
     source_of: dict[str, list[Connection]],
-    push: Callable[[Match], None],
+    add: Callable[[list[Match]], None],
 ) -> tuple[set[str], list[str]]:
     """Score stored image embeddings; returns the namespaces covered and why others were not."""
     dim = text.shape[0]
@@ -222,11 +263,12 @@ def _search_embeddings(
         covered.add(ns)
         src = source_of.get(ns)
         emb = np.stack([np.asarray(m.image_embedding, np.float64) for _, m in usable])
+        matches = []
         for (ts, m), score in zip(usable, emb @ text, strict=True):
             stamp = (int(m.header.stamp.sec), int(m.header.stamp.nanosec))
             frame_id = str(m.header.frame_id)
             loader = _lazy_frame(path, store, src[0].topic, ts, stamp, frame_id) if src else None
-            push(
+            matches.append(
                 Match(
                     topic=src[0].topic if src else topic,
                     stamp=stamp,
@@ -234,9 +276,11 @@ def _search_embeddings(
                     score=float(score),
                     timestamp=ts,
                     source="embedding",
+                    namespace=ns,
                     _loader=loader,
                 )
             )
+        add(matches)
     return covered, why_not
 
 
@@ -254,7 +298,7 @@ def _search_images(
     text: np.ndarray,
     conns: list[Connection],
     batch_size: int,
-    push: Callable[[Match], None],
+    add: Callable[[list[Match]], None],
 ) -> None:
     """Decode and encode the images of `conns` in batches, scoring each against the query."""
     batch: list[tuple[Connection, int, Decoded]] = []
@@ -263,8 +307,8 @@ def _search_images(
         if not batch:
             return
         emb = engine.encode_images([f.rgb for _, _, f in batch]).astype(np.float64)
-        for (conn, ts, f), score in zip(batch, emb @ text, strict=True):
-            push(
+        add(
+            [
                 Match(
                     topic=conn.topic,
                     stamp=(f.sec, f.nanosec),
@@ -272,9 +316,12 @@ def _search_images(
                     score=float(score),
                     timestamp=ts,
                     source="image",
+                    namespace=output_namespace(conn.topic),
                     _rgb=f.rgb,
                 )
-            )
+                for (conn, ts, f), score in zip(batch, emb @ text, strict=True)
+            ]
+        )
         batch.clear()
 
     with closing(prefetch(frames(reader, path, store, conns), depth=2 * batch_size + 8)) as items:

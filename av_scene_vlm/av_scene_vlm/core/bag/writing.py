@@ -17,10 +17,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from .. import result_messages as messages
 from .errors import OutputError
-from .typestore import CAPTION, CLASSIFICATION, CLASSIFICATION_ARRAY, LABEL_INFO, SIMILARITY, TASK_INFO
+from .typestore import MSG_PACKAGE
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -107,13 +106,18 @@ def copy_connections(reader: Reader, writer: Writer, store: Typestore) -> dict[i
 
 
 class ResultWriter:
-    """Builds and writes our result messages next to the copied ones."""
+    """Builds and writes our result messages next to the copied ones, with the one result-to-message
+    mapping the live nodes use (`core.result_messages`), so the bag replays like a live run."""
 
     def __init__(self, writer: Writer, store: Typestore, engine: ZeroShotEngine) -> None:
         self.writer = writer
         self.store = store
         self.engine = engine
         self.types = store.types
+
+    def make(self, name: str, **fields: Any) -> Any:
+        """The builder of `core.result_messages`: a message of our package from this typestore."""
+        return self.types[f"{MSG_PACKAGE}/msg/{name}"](**fields)
 
     def add(self, topic: str, msgtype: str, durability: str = "VOLATILE", depth: int = 10) -> Connection:
         return self.writer.add_connection(
@@ -124,64 +128,23 @@ class ResultWriter:
         self.writer.write(conn, timestamp, self.store.serialize_cdr(msg, conn.msgtype))
 
     def classification(self, header: Any, result: FrameResult) -> Any:
-        cls, arr = self.types[CLASSIFICATION], self.types[CLASSIFICATION_ARRAY]
-        items = [
-            cls(
-                header=header,
-                task=t.task,
-                labels=list(t.labels),
-                probabilities=np.asarray(t.probabilities, dtype=np.float64),
-                top_label=t.label,
-                top_probability=t.probability,
-                model_id=self.engine.model_id,
-                inference_latency=float(result.latency),
-            )
-            for t in result.tasks
-        ]
-        return arr(header=header, results=items)
+        return messages.classification_array(self.make, header, result, self.engine.model_id)
 
     def similarity(self, header: Any, result: FrameResult) -> Any:
-        texts = [label for t in result.tasks for label in t.labels]
-        tasks = [t.task for t in result.tasks for _ in t.labels]
-        cosine = np.concatenate([np.asarray(t.cosine, np.float32) for t in result.tasks])
-        return self.types[SIMILARITY](
-            header=header,
-            texts=texts,
-            tasks=tasks,
-            cosine=cosine.astype(np.float32),
-            logit_scale=float(self.engine.logit_scale),
-            image_embedding=np.asarray(result.image_embedding, dtype=np.float32),
-            model_id=self.engine.model_id,
+        engine = self.engine
+        return messages.similarity(
+            self.make, header, result, engine.model_id, engine.logit_scale, embedding=True
         )
 
     def caption(self, header: Any, res: Any) -> Any:
-        return self.types[CAPTION](
-            header=header,
-            text=str(res.text),
-            prompt=str(res.prompt),
-            model_id=str(res.model_id),
-            latency=float(res.latency),
-            num_tokens=int(res.num_tokens),
+        return messages.caption(
+            self.make, header, res.text, res.prompt, res.model_id, res.latency, res.num_tokens
         )
 
     def label_info(self, header: Any) -> Any:
-        task_info = self.types[TASK_INFO]
-        infos = []
-        for task in self.engine.tasks:
-            prompts, index = [], []
-            for i, label_prompts in enumerate(self.engine.prompts(task)):
-                prompts.extend(label_prompts)
-                index.extend([i] * len(label_prompts))
-            infos.append(
-                task_info(
-                    task=task.name,
-                    labels=task.label_names,
-                    prompts=prompts,
-                    prompt_label_index=np.asarray(index, dtype=np.uint32),
-                )
-            )
         hdr = self.types["std_msgs/msg/Header"](stamp=header.stamp, frame_id="")
-        return self.types[LABEL_INFO](header=hdr, tasks=infos, model_id=self.engine.model_id)
+        engine = self.engine
+        return messages.label_info(self.make, hdr, engine.tasks, engine.templates, engine.model_id)
 
 
 def abort(writer: Writer) -> None:

@@ -10,9 +10,10 @@ embed stages), `store` (LanceDB tables, resume, ANN index), `index` (`index_bags
 (the same job on Ray Data), `search` (`search_index`), `sheet` (contact sheet).
 """
 
+from .bookkeeping import IndexSummary
 from .discover import content_hash, find_bags
 from .errors import FleetError, StorageError
-from .index import IndexSummary, RayOptions, index_bags
+from .index import RayOptions, index_bags
 from .search import Hit, search_index
 from .spec import EngineSpec, model_key
 from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo

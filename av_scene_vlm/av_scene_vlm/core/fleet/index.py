@@ -9,7 +9,6 @@ A bag that cannot be read is reported in `failed` and leaves no rows; the others
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -20,6 +19,8 @@ from typing import Any
 from ..bag.errors import BagError, reason
 from ..bag.prefetch import prefetch
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, check_max_pixels
+from ..progress import progress_bar
+from .bookkeeping import BagTask, IndexSummary, fail, skip_if_done
 from .discover import content_hash, find_bags
 from .errors import FleetError, StorageError
 from .frames import BagCounts, count_frames, decode_bag, embed_batches
@@ -40,33 +41,6 @@ class RayOptions:
     actors: int = 1
     cpus_per_actor: float = 1.0
     init_kwargs: dict = field(default_factory=dict)
-
-
-@dataclass
-class IndexSummary:
-    """What `index_bags` did."""
-
-    db: str
-    model_id: str
-    bags: int  # found
-    indexed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already indexed (same content)
-    failed: dict[str, str] = field(default_factory=dict)  # bag -> reason
-    frames: int = 0  # rows added by this run
-    bad_frames: int = 0
-    rows: int = 0  # rows in the index after the run
-    seconds: float = 0.0
-    fps: float = 0.0
-    ann_index: bool = False  # the index has an ANN index after the run
-    ann_built: bool = False  # this run built it
-
-
-@dataclass
-class BagTask:
-    """One bag of the run, named by its content."""
-
-    path: Path
-    bag_hash: str = ""
 
 
 def embedding_dim(spec: EngineSpec, engine: Any | None = None) -> int:
@@ -146,7 +120,7 @@ def index_bags(
     summary = IndexSummary(db=str(db), model_id=spec.model, bags=len(bags))
     tasks = [BagTask(p) for p in bags]
     totals = {t.path: _expected(t.path, topics) for t in tasks}
-    bar = _progress_bar(sum(totals.values()), progress)
+    bar = progress_bar(sum(totals.values()), "index", progress)
     job = (summary, totals, bar, topics, caption_every, batch_size, on_rows, max_frame_pixels)
     with bar:
         if ray is None:
@@ -170,41 +144,6 @@ def _expected(path: Path, topics: Sequence[str] | None) -> int:
         return count_frames(path, topics)
     except BagError:
         return 0  # reported when the bag is read
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total or None,
-        unit="frame",
-        desc="index",
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-
-
-def skip_if_done(task: BagTask, done: dict[str, str], summary: IndexSummary, bar: Any, expected: int) -> bool:
-    """True (and the bag is reported skipped) when its content is already in the index or was seen
-    earlier in this run (a copy of another bag)."""
-    if task.bag_hash in done:
-        summary.skipped.append(str(task.path))
-        if bar.total:
-            bar.total = max(0, bar.total - expected)
-            bar.refresh()
-        return True
-    done[task.bag_hash] = str(task.path)
-    return False
-
-
-def fail(task: BagTask, why: str, summary: IndexSummary, bar: Any) -> None:
-    """Report a bag that could not be indexed (on stderr above the bar, and in the summary)."""
-    summary.failed[str(task.path)] = why
-    if not bar.disable:  # with a bar, say it now; the summary lists it at the end anyway
-        bar.write(
-            f"skipped {why}" if str(task.path) in why else f"skipped '{task.path}': {why}", file=sys.stderr
-        )
 
 
 def _run_local(

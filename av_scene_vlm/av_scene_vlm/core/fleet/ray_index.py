@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..bag.errors import BagError, reason
+from .bookkeeping import BagTask, fail, skip_if_done
 from .discover import content_hash
 from .errors import FleetError, require
 from .frames import KEYS, BagCounts, decode_bag, embed_batch
@@ -186,8 +187,6 @@ def run_ray(
     max_frame_pixels: int,
 ) -> None:
     """Index `tasks` on Ray Data, writing through `store` from this (driver) process."""
-    from .index import fail, skip_if_done
-
     init_ray(options)
     import ray.data
 
@@ -267,7 +266,5 @@ def _consume(batch: dict, store: FleetIndex, states: dict, summary: Any, bar: An
 
 
 def _drop(store: FleetIndex, bag_hash: str, state: _BagState, why: str, summary: Any, bar: Any) -> None:
-    from .index import BagTask, fail
-
     store.discard_bag(bag_hash)
     fail(BagTask(Path(state.path), bag_hash), why, summary, bar)

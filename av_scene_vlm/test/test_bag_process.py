@@ -1,4 +1,5 @@
-"""Offline bag processing and search (core.bag, `av-scene-vlm bag|search`) on bags the tests write.
+"""Offline bag processing (core.bag: process, reading, writing, summary; `av-scene-vlm bag`) on bags
+the tests write.
 
 Bags are written with rosbags in both storage formats (sqlite3, mcap): two cameras (raw Image in
 several encodings with row padding, CompressedImage jpeg) plus a std_msgs/String topic that must be
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,93 +17,15 @@ import pytest
 from av_scene_vlm.cli.main import main
 from av_scene_vlm.core import bag as B
 from av_scene_vlm.core.engine import ZeroShotEngine
-from av_scene_vlm.core.image_codec import decode_compressed, decode_raw, encode_compressed, encode_raw
-from av_scene_vlm.core.naming import output_namespace, output_topic
-from av_scene_vlm.core.tasks import parse_tasks
 from clip_reference import clip_reference, photo_prompts
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from fleet_bags import CHATTER, FRONT, REAR, STRING, FakeCaptioner, header, jpeg_image, raw_image, write_drive
+from rosbags.rosbag2 import Reader, Writer
 
-FRONT = "/front/image_raw"
-REAR = "/rear/image_raw/compressed"
-CHATTER = "/chatter"
-STRING = "std_msgs/msg/String"
-ENCODINGS = ("rgb8", "bgr8", "mono8", "yuv422")
 T0 = 1_700_000_000
 SUFFIX = {"sqlite3": ".db3", "mcap": ".mcap"}
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def store():
-    return B.bag_typestore()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_clip) -> ZeroShotEngine:
-    tasks = parse_tasks({"road_user": ["car", "truck", "bus"], "weather": ["clear", "rain", "fog"]})
-    return ZeroShotEngine(str(tiny_clip), tasks=tasks)
-
-
-def header(store, sec: int, nanosec: int, frame_id: str):
-    t = store.types
-    return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
-    )
-
-
-def raw_image(store, rgb: np.ndarray, encoding: str, hdr, padding: int = 0):
-    data, step = encode_raw(rgb, encoding, step_padding=padding)
-    h, w = rgb.shape[:2]
-    msg = store.types[B.IMAGE](
-        header=hdr,
-        height=h,
-        width=w,
-        encoding=encoding,
-        is_bigendian=0,
-        step=step,
-        data=np.frombuffer(data, np.uint8),
-    )
-    return msg, decode_raw(encoding, h, w, step, 0, data)
-
-
-def jpeg_image(store, rgb: np.ndarray, hdr):
-    data = encode_compressed(rgb, "jpeg")
-    msg = store.types[B.COMPRESSED_IMAGE](header=hdr, format="jpeg", data=np.frombuffer(data, np.uint8))
-    return msg, decode_compressed("jpeg", data)
-
-
-def write_drive(path: Path, store, storage: str, rng, n: int = 4, bad: bool = False) -> list[dict]:
-    """Two cameras × n frames 1 s apart (front: raw encodings with padding, rear: jpeg) and a String
-    topic. Returns the image records in bag order with their decoded frames (None = undecodable)."""
-    frames = []
-    with Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()]) as w:
-        front = w.add_connection(FRONT, B.IMAGE, typestore=store)
-        rear = w.add_connection(REAR, B.COMPRESSED_IMAGE, typestore=store)
-        chatter = w.add_connection(CHATTER, STRING, typestore=store)
-        for i in range(n):
-            ts = (T0 + i) * 10**9
-            hdr = header(store, T0 + i, 1000 + i, "front_cam")
-            msg, rgb = raw_image(store, rng.integers(0, 256, (40, 64, 3), np.uint8), ENCODINGS[i % 4], hdr, 3)
-            if bad and i == 1:  # rows shorter than width * 3: undecodable
-                msg = store.types[B.IMAGE](
-                    header=hdr, height=40, width=64, encoding="rgb8", is_bigendian=0, step=10, data=msg.data
-                )
-                rgb = None
-            w.write(front, ts, store.serialize_cdr(msg, B.IMAGE))
-            frames.append(dict(topic=FRONT, ts=ts, stamp=(T0 + i, 1000 + i), frame_id="front_cam", rgb=rgb))
-            hdr = header(store, T0 + i, 2000 + i, "rear_cam")
-            msg, rgb = jpeg_image(store, rng.integers(0, 256, (48, 32, 3), np.uint8), hdr)
-            if bad and i == 2:
-                msg = store.types[B.COMPRESSED_IMAGE](header=hdr, format="jpeg", data=np.zeros(50, np.uint8))
-                rgb = None
-            w.write(rear, ts + 500, store.serialize_cdr(msg, B.COMPRESSED_IMAGE))
-            frames.append(
-                dict(topic=REAR, ts=ts + 500, stamp=(T0 + i, 2000 + i), frame_id="rear_cam", rgb=rgb)
-            )
-            w.write(chatter, ts + 700, store.serialize_cdr(store.types[STRING](data=f"msg {i}"), STRING))
-    return frames
-
-
 def read_all(path: Path) -> dict[str, list[tuple[int, bytes, str]]]:
     out: dict[str, list] = {}
     with Reader(path) as r:
@@ -114,29 +36,6 @@ def read_all(path: Path) -> dict[str, list[tuple[int, bytes, str]]]:
 
 def leftovers(directory: Path, keep: set[str]) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name not in keep)
-
-
-# ---- naming -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("topic", "ns"),
-    [
-        ("/front/image_raw", "/front/scene"),
-        ("/front/image_raw/compressed", "/front/scene"),
-        ("/cam/left/image_rect_color", "/cam/left/scene"),
-        ("/cam/image", "/cam/scene"),
-        ("/image_raw", "/scene"),
-        ("/image_raw/compressed", "/scene"),
-        ("camera/image", "camera/scene"),
-    ],
-)
-def test_output_namespace(topic: str, ns: str) -> None:
-    assert output_namespace(topic) == ns
-    assert output_topic(topic, "similarity") == ns + "/similarity"
-
-
-def test_output_namespace_rejects_empty() -> None:
-    with pytest.raises(ValueError):
-        output_namespace("/")
 
 
 # ---- processing ---------------------------------------------------------------------------------------
@@ -226,22 +125,6 @@ def test_bad_frames_json_summary_and_storage_override(tmp_path, store, engine, r
     assert set(data["frames"][0]["tasks"]) == {"road_user", "weather"}
 
 
-class FakeCaptioner:
-    """Anything with `.caption(rgb)` returning text/prompt/num_tokens/latency/model_id works."""
-
-    def __init__(self) -> None:
-        self.shapes: list[tuple] = []
-
-    def caption(self, rgb: np.ndarray):
-        from types import SimpleNamespace
-
-        self.shapes.append(rgb.shape)
-        n = len(self.shapes)
-        return SimpleNamespace(
-            text=f"scene {n}", prompt="describe", num_tokens=n, latency=0.01, model_id="fake"
-        )
-
-
 def test_captions_every_period_of_bag_time(tmp_path, store, engine, rng) -> None:
     write_drive(tmp_path / "in", store, "mcap", rng, n=5)
     cap = FakeCaptioner()
@@ -287,75 +170,6 @@ def test_topics_and_raw_over_compressed(tmp_path, store, engine, rng) -> None:
     with pytest.raises(B.BagError, match="already has '/cam/scene/classification'"):
         B.process_bag(tmp_path / "a", tmp_path / "c", engine, progress=False)
     assert leftovers(tmp_path, set()) == ["a", "b", "in"]
-
-
-def ros_type_hashes(msgs, names: list[str]) -> dict[str, str]:
-    """RIHS01 hash of each message type as ROS itself reports it (`ros2 topic info -v`): from the
-    rosidl-generated type support, read off a publisher of that type in a private rclpy context."""
-    import rclpy
-    from ros_helpers import wait_for
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    try:
-        node = rclpy.create_node("type_hash_probe", context=ctx)
-        out = {}
-        for name in names:
-            topic = f"/type_hash_probe/{name}"
-            node.create_publisher(getattr(msgs, name), topic, 1)
-            assert wait_for(lambda topic=topic: node.get_publishers_info_by_topic(topic), timeout=10)
-            (info,) = node.get_publishers_info_by_topic(topic)
-            out[info.topic_type] = str(info.topic_type_hash)
-        node.destroy_node()
-        return out
-    finally:
-        rclpy.shutdown(context=ctx)
-
-
-def test_output_matches_ros_types(tmp_path, store, engine, rng) -> None:
-    """The CDR we write is what rclpy's generated classes read, and our RIHS01 hashes are ROS's."""
-    pytest.importorskip("rclpy")
-    msgs = pytest.importorskip("av_scene_vlm_msgs.msg")
-    from rclpy.serialization import deserialize_message
-
-    names = ["ClassificationArray", "Similarity", "Caption", "LabelInfo"]
-    ros_hashes = ros_type_hashes(msgs, names)
-    assert sorted(ros_hashes) == sorted(f"av_scene_vlm_msgs/msg/{n}" for n in names)
-    assert all(re.fullmatch(r"RIHS01_[0-9a-f]{64}", h) for h in ros_hashes.values()), ros_hashes
-    write_drive(tmp_path / "in", store, "sqlite3", rng, n=2)
-    B.process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False, captioner=FakeCaptioner())
-    seen = set()
-    with Reader(tmp_path / "out") as r:
-        for conn, _, raw in r.messages():
-            if conn.msgtype.startswith("av_scene_vlm_msgs/"):
-                name = conn.msgtype.rsplit("/", 1)[1]
-                ros = deserialize_message(bytes(raw), getattr(msgs, name))
-                mine = store.deserialize_cdr(raw, conn.msgtype)
-                assert ros.header.frame_id == mine.header.frame_id
-                assert conn.digest == ros_hashes[conn.msgtype], conn.msgtype
-                seen.add(name)
-    assert seen == set(names)
-
-
-def test_copied_definitions_fall_back_for_humble_bags(store) -> None:
-    """Humble-era bags record neither definitions nor hashes: derive them, never drop the topic."""
-    from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition
-    from rosbags.interfaces import MessageDefinitionFormat as Fmt
-
-    def conn(msgtype: str, msgdef: MessageDefinition, digest: str = "") -> Connection:
-        ext = ConnectionExtRosbag2("cdr", [])
-        return Connection(1, "/t", msgtype, msgdef, digest, 0, ext, None)
-
-    none = MessageDefinition(Fmt.NONE, "")
-    assert B._definition(conn(B.IMAGE, none), store) == (
-        store.generate_msgdef(B.IMAGE, ros_version=2)[0],
-        store.hash_rihs01(B.IMAGE),
-    )
-    custom = MessageDefinition(Fmt.MSG, "int32 x\nstring name\n")
-    msgdef, digest = B._definition(conn("vendor_msgs/msg/Thing", custom), store)
-    assert msgdef == custom.data and digest.startswith("RIHS01_") and digest != B._UNKNOWN_HASH
-    assert B._definition(conn("vendor_msgs/msg/Thing", none), store) == ("", B._UNKNOWN_HASH)
-    assert B._definition(conn(B.IMAGE, custom, "RIHS01_abc"), store) == (custom.data, "RIHS01_abc")
 
 
 # ---- errors: BagError, exit 2, nothing left behind ------------------------------------------------------
@@ -493,100 +307,3 @@ def test_cli_bag(tmp_path, store, tiny_clip, rng, capsys) -> None:
     capsys.readouterr()
     assert main([*args, "--labels", "car", "truck"]) == 2  # out exists now
     assert "exists already" in capsys.readouterr().err
-
-
-# ---- search ---------------------------------------------------------------------------------------------
-QUERY = "a pedestrian crossing at night"
-
-
-@pytest.fixture
-def planted(tmp_path, store, engine, rng):
-    """A bag of lossless frames (rgb8/bgr8) where one frame, in the middle of the front camera, is
-    by construction the closest to QUERY: it is the best of all candidate images."""
-    cands = rng.integers(0, 256, (10, 56, 56, 3), np.uint8)
-    cands[::2] //= 2  # vary brightness a bit, so scores spread
-    scores = engine.encode_images(list(cands)) @ engine.encode_texts([QUERY])[0]
-    order = np.argsort(-scores)
-    assert scores[order[0]] - scores[order[1]] > 1e-4  # a clear winner, robust to batching noise
-    best = int(order[0])
-    rest = [i for i in range(10) if i != best]
-    front = [*rest[:2], best, *rest[2:4]]  # winner in the middle of the front camera
-    rear = rest[4:]
-    with Writer(tmp_path / "drive", version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        cf = w.add_connection(FRONT, B.IMAGE, typestore=store)
-        cr = w.add_connection("/rear/image_raw", B.IMAGE, typestore=store)
-        for k, i in enumerate(front):
-            msg, _ = raw_image(store, cands[i], "bgr8", header(store, T0 + k, 7, "front_cam"), 2)
-            w.write(cf, (T0 + k) * 10**9, store.serialize_cdr(msg, B.IMAGE))
-        for k, i in enumerate(rear):
-            msg, _ = raw_image(store, cands[i], "rgb8", header(store, T0 + k, 9, "rear_cam"))
-            w.write(cr, (T0 + k) * 10**9 + 1, store.serialize_cdr(msg, B.IMAGE))
-    return tmp_path / "drive", cands[best], (T0 + 2, 7)
-
-
-def test_search_finds_planted_frame_raw_and_processed(tmp_path, engine, planted) -> None:
-    drive, best_rgb, best_stamp = planted
-    raw = B.search_bag(drive, QUERY, engine, top_k=5, batch_size=3)
-    assert [m.source for m in raw] == ["image"] * 5
-    assert raw[0].stamp == best_stamp and raw[0].topic == FRONT and raw[0].frame_id == "front_cam"
-    scores = [m.score for m in raw]
-    assert scores == sorted(scores, reverse=True)
-    assert np.array_equal(raw[0].image(), best_rgb)
-
-    B.process_bag(drive, tmp_path / "processed", engine, progress=False)
-    done = B.search_bag(tmp_path / "processed", QUERY, engine, top_k=5)
-    assert [m.source for m in done] == ["embedding"] * 5
-    assert [(m.topic, m.stamp) for m in done] == [(m.topic, m.stamp) for m in raw]
-    assert np.allclose([m.score for m in done], scores, atol=1e-5)
-    assert np.array_equal(done[0].image(), best_rgb)  # re-read lazily from the bag
-    forced = B.search_bag(tmp_path / "processed", QUERY, engine, top_k=5, use_embeddings=False)
-    assert [m.source for m in forced] == ["image"] * 5 and forced[0].stamp == best_stamp
-
-    only_rear = B.search_bag(drive, QUERY, engine, top_k=100, topics=["/rear/image_raw"])
-    assert len(only_rear) == 5 and {m.topic for m in only_rear} == {"/rear/image_raw"}
-    assert [m.timestamp for m in B.search_bag(drive, QUERY, engine, top_k=100)] != []
-
-
-def test_search_ties_are_deterministic(tmp_path, store, engine, rng) -> None:
-    rgb = rng.integers(0, 256, (32, 32, 3), np.uint8)
-    with Writer(tmp_path / "same", version=9) as w:
-        c = w.add_connection(FRONT, B.IMAGE, typestore=store)
-        for k in (3, 1, 2):  # written out of time order on purpose
-            msg, _ = raw_image(store, rgb, "rgb8", header(store, k, 0, "f"))
-            w.write(c, k * 10**9, store.serialize_cdr(msg, B.IMAGE))
-    got = B.search_bag(tmp_path / "same", "a car", engine, top_k=3, batch_size=1)
-    assert [m.timestamp for m in got] == [10**9, 2 * 10**9, 3 * 10**9]
-
-
-def test_search_errors(tmp_path, engine, planted) -> None:
-    drive = planted[0]
-    with pytest.raises(B.BagError, match="query is empty"):
-        B.search_bag(drive, "  ", engine)
-    with pytest.raises(B.BagError, match="top_k"):
-        B.search_bag(drive, QUERY, engine, top_k=0)
-    with pytest.raises(B.BagError, match=r"no usable stored embeddings .* no Similarity messages"):
-        B.search_bag(drive, QUERY, engine, use_embeddings=True)
-
-
-def test_search_other_model_ignores_stored_embeddings(tmp_path, engine, tiny_clip_2, planted) -> None:
-    """Embeddings of another model live in another space: encode the images again (or refuse)."""
-    B.process_bag(planted[0], tmp_path / "processed", engine, progress=False)
-    other = ZeroShotEngine(str(tiny_clip_2))
-    got = B.search_bag(tmp_path / "processed", QUERY, other, top_k=3)
-    assert [m.source for m in got] == ["image"] * 3
-    with pytest.raises(B.BagError, match=r"no usable stored embeddings .*" + re.escape(engine.model_id)):
-        B.search_bag(tmp_path / "processed", QUERY, other, use_embeddings=True)
-
-
-def test_cli_search(tmp_path, tiny_clip, engine, planted, capsys) -> None:
-    drive, _, best_stamp = planted
-    png = tmp_path / "matches.png"
-    code = main(["search", str(drive), QUERY, "--model", str(tiny_clip), "--top-k", "3", "--out", str(png)])
-    out = capsys.readouterr().out.splitlines()
-    assert code == 0
-    assert out[0].split() == ["rank", "topic", "stamp", "frame_id", "score"]
-    first = out[1].split()
-    assert first[:4] == ["1", FRONT, f"{best_stamp[0]}.{best_stamp[1]:09d}", "front_cam"]
-    assert len(out) == 5 and out[4].startswith("saved ") and png.stat().st_size > 0
-    assert main(["search", str(tmp_path / "nope"), QUERY, "--model", str(tiny_clip)]) == 2
-    assert "does not exist" in capsys.readouterr().err

@@ -1,16 +1,11 @@
-"""Searching the fleet index (`core.fleet.search_index`, `av-scene-vlm search --db`) against an
-independent computation with transformers' CLIPModel on the same frames; `search BAG` with the model
-recorded in a processed bag."""
+"""Searching the fleet index (core.fleet.search) against an independent computation with transformers'
+CLIPModel on the same frames, its filters, and the ANN index. (The command, `av-scene-vlm search
+--db`, is test_search.py.)"""
 
 from __future__ import annotations
 
-import json
-
-import cv2
 import numpy as np
 import pytest
-from av_scene_vlm.cli.main import main
-from av_scene_vlm.core import bag as B
 from av_scene_vlm.core.fleet import EngineSpec, FleetError, FleetIndex, index_bags, search_index
 from av_scene_vlm.core.tasks import parse_tasks
 from fleet_bags import write_bag
@@ -63,26 +58,6 @@ def test_text_ranking_equals_transformers(indexed, tiny_clip) -> None:
     assert np.allclose(got, want, atol=1e-5)  # same score for every frame
     assert np.all(np.diff(want) <= 1e-6)  # and the index's order is transformers' order
     assert (hits[0].topic, hits[0].stamp) == max(ref_by_key, key=ref_by_key.get)
-
-
-def test_query_by_a_frame_returns_that_frame(indexed, tmp_path, capsys) -> None:
-    root, frames, _ = indexed
-    target = frames[5]
-    png = tmp_path / "frame.png"
-    cv2.imwrite(str(png), cv2.cvtColor(target.rgb, cv2.COLOR_RGB2BGR))  # lossless
-    code = main(["search", "--db", str(root / "db"), "--image", str(png), "--top-k", "3", "--json"])
-    lines = capsys.readouterr().out.splitlines()
-    assert code == 0 and len(lines) == 3
-    first = json.loads(lines[0])
-    assert (first["bag"], first["topic"], first["stamp"], first["frame_id"]) == (
-        str(target.bag),
-        target.topic,
-        target.stamp,
-        target.frame_id,
-    )
-    assert isinstance(first["stamp"], int) and first["score"] == pytest.approx(1.0, abs=1e-4)
-    assert json.loads(lines[1])["score"] < first["score"] - 1e-5  # clearly ahead of the next frame
-    assert set(first["labels"]) == {"road_user", "time_of_day"}
 
 
 def test_filters_return_exactly_the_matching_rows(indexed) -> None:
@@ -152,49 +127,3 @@ def test_ann_index_above_the_threshold(tmp_path) -> None:
     assert np.mean(recall) >= 0.8
     hits = search_index(index, q[0], top_k=5, where="road_user = 'bus'")
     assert hits[0].stamp == 0 and all(h.stamp % 3 == 0 for h in hits)
-
-
-def test_cli_search_db_table_and_contact_sheet(indexed, tmp_path, tiny_clip, tiny_clip_2, capsys) -> None:
-    root, _, _ = indexed
-    png = tmp_path / "sheet.png"
-    db = str(root / "db")
-    where = ["--where", "frame_id = 'rear_cam'", "--topics", "/rear/image_raw/compressed", "/front/image_raw"]
-    code = main(["search", "--db", db, QUERY, "--top-k", "4", "--out", str(png), *where])
-    out = capsys.readouterr().out.splitlines()
-    assert code == 0, out
-    assert out[0].split() == ["rank", "score", "bag", "topic", "stamp", "frame_id"]
-    assert len(out) == 6 and all(line.split()[3] == "/rear/image_raw/compressed" for line in out[1:5])
-    assert out[5].startswith(f"saved {png}") and png.stat().st_size > 0
-    img = cv2.imread(str(png))
-    assert img is not None and img.shape[0] > 100
-
-    assert main(["search", "--db", db, QUERY, "--model", str(tiny_clip)]) == 0  # the index's own model
-    capsys.readouterr()
-    for argv, message in [
-        (
-            ["search", "--db", db, QUERY, "--model", str(tiny_clip_2)],
-            "would compare embeddings of two models",
-        ),
-        (["search", "--db", str(tmp_path / "none"), QUERY], "is not a fleet index"),
-        (["search", "--db", db], "give either a QUERY or --image"),
-        (["search", "--db", db, QUERY, "--where", "road_user = "], "cannot search"),
-        (["search", str(root / "bags" / "a"), QUERY, "--where", "x = 1"], "give --db DB"),
-    ]:
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and message in err, (argv, err)
-
-
-def test_search_bag_uses_the_recorded_model(tmp_path, tiny_clip, capsys) -> None:
-    """A bag processed with a local model is searched with that model, offline, without --model."""
-    write_bag(tmp_path / "raw", "mcap", 4)
-    engine = EngineSpec.create(str(tiny_clip), tasks=TASKS).build()
-    B.process_bag(tmp_path / "raw", tmp_path / "processed", engine, progress=False)
-    assert B.recorded_model(tmp_path / "processed") == str(tiny_clip)
-    assert B.recorded_model(tmp_path / "raw") is None
-    code = main(["search", str(tmp_path / "processed"), QUERY, "--top-k", "2"])
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert len(out.out.splitlines()) == 3
-    want = B.search_bag(tmp_path / "processed", QUERY, engine, top_k=1)[0]
-    assert out.out.splitlines()[1].split()[1:3] == [want.topic, want.stamp_str]
