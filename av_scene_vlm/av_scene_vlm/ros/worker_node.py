@@ -299,7 +299,11 @@ class WorkerNode(LifecycleNode):
     def _run(self) -> None:
         """The worker thread; subclasses that set thread-local state first override and call this."""
         self._loop()
-        self._drain()
+        try:
+            self._drain()
+        except Exception as exc:  # e.g. publishing while the context shuts down: no thread traceback
+            self.worker_errors.record(exc)
+            self.get_logger().warning(f"{self.WORKER_WHAT} still in flight at stop was lost: {exc}")
 
     def _drain(self) -> None:
         """The worker is stopping (deactivate, shutdown): finish work still in flight."""
