@@ -15,9 +15,10 @@ DATA_FILES = [
 
 CONSOLE_SCRIPTS = [
     "av-scene-vlm = av_scene_vlm.cli.main:main",
-    "clip_node = av_scene_vlm.ros.clip_node:main",
-    "caption_node = av_scene_vlm.ros.caption_node:main",
-    "scene_vlm = av_scene_vlm.ros.scene_vlm:main",
+    # Nodes enter through `signals` so that SIGINT/SIGTERM are handled from before their imports.
+    "clip_node = av_scene_vlm.ros.signals:clip_node",
+    "caption_node = av_scene_vlm.ros.signals:caption_node",
+    "scene_vlm = av_scene_vlm.ros.signals:scene_vlm",
 ]
 
 setup(

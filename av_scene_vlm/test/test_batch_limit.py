@@ -23,6 +23,12 @@ def test_halves_on_failure_and_grows_back() -> None:
     assert not limit.reduced
 
 
+def test_a_failed_single_frame_holds_nothing() -> None:
+    limit = BatchLimit()
+    limit.failed(1)  # one camera, or batches already at one frame: nothing to halve
+    assert limit.size(8) == 8 and not limit.reduced and limit.failures == 1
+
+
 def test_a_failure_restarts_the_clean_run() -> None:
     limit = BatchLimit(recover_after=2)
     limit.failed(8)

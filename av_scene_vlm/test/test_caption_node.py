@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -427,3 +428,63 @@ def test_compiled_decoder_warms_up_before_captions(ros, tiny_qwen, tiny_clip) ->
     assert "compiling" not in values[first_compiled:] and "compiled in" not in " ".join(
         values[:first_compiled]
     )
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError (the node gives cached memory back on that name)."""
+
+
+def test_failed_caption_batch_halves_the_next_batches(ros, tiny_qwen) -> None:
+    """Out of memory captioning 4 cameras together: their frames count as failed, the next batches
+    take 2 cameras, every camera gets its caption, and /diagnostics says why while it lasts."""
+    ctx, spinner = ros
+    topics = [f"/coom{i}/image_raw" for i in range(4)]
+    node = make_node(ctx, spinner, tiny_qwen, image_topics=topics, caption_period=0.0, diagnostics_period=0.2,
+                     input_reliability="reliable", input_depth=4)  # fmt: skip
+    real, sizes = node.captioner.caption_batch, []
+    entered, gate = threading.Event(), threading.Event()
+
+    def gated(images, *args, **kwargs):  # the first batch waits for the gate, the second runs out of memory
+        sizes.append(len(images))
+        if len(sizes) == 1:
+            entered.set()
+            assert gate.wait(60), "test never opened the gate"
+        if len(sizes) == 2:
+            raise OutOfMemoryError("CUDA out of memory (injected)")
+        return real(images, *args, **kwargs)
+
+    node.captioner.caption_batch = gated
+    probe = spinner.add(Probe(ctx))
+    for i in range(4):
+        probe.listen(Caption, f"/coom{i}/scene/caption", 10)
+    probe.listen(DiagnosticArray, "/diagnostics", 500)
+    pubs = [probe.camera_publisher(Image, t, depth=4) for t in topics]
+    spinner.start()
+    assert wait_matched(node, *pubs)
+    pubs[0].publish(image_msg(frame(0), "rgb8", header(0, "warm")))
+    assert entered.wait(30), "the first frame never reached the captioner"
+    for i, pub in enumerate(pubs):  # wait in the slots while the worker is held: one batch of 4
+        pub.publish(image_msg(frame(i), "rgb8", header(1, f"lost{i}")))
+    assert wait_for(lambda: [c.received for c in node.cameras] == [2, 1, 1, 1])
+    gate.set()
+    assert wait_for(lambda: sum(c.failed for c in node.cameras) == 4), [c.failed for c in node.cameras]
+    assert sizes[:2] == [1, 4]
+
+    def held() -> list:
+        statuses = [s for arr in probe.messages("/diagnostics") for s in arr.status]
+        return [s for s in statuses if s.name.endswith(": captioner") and "held at 2" in s.message]
+
+    assert wait_for(held), "no diagnostics while batches are held"
+    assert held()[0].level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+    assert {kv.key: kv.value for kv in held()[0].values}["failed_batches"] == "1"
+    for i, pub in enumerate(pubs):
+        pub.publish(image_msg(frame(i), "rgb8", header(2, f"ok{i}")))
+
+    def answered() -> list[str]:
+        return sorted(m.header.frame_id for i in range(4) for m in probe.messages(f"/coom{i}/scene/caption"))
+
+    assert wait_for(lambda: answered() == ["ok0", "ok1", "ok2", "ok3", "warm"], 60), answered()
+    assert max(sizes[2:]) == 2, sizes  # halved after the failure
+    assert node.worker_errors.count == 1
+    for cam in node.cameras:
+        assert cam.received == cam.processed + cam.dropped + cam.bad + cam.skipped_period + cam.failed

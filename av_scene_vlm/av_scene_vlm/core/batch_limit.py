@@ -30,10 +30,12 @@ class BatchLimit:
         return self.limit is not None
 
     def failed(self, attempted: int) -> None:
-        """A batch of `attempted` frames failed: the next ones take at most half as many."""
+        """A batch of `attempted` frames failed: the next ones take at most half as many (a failed
+        single frame sets no limit of its own: there is nothing to halve)."""
         self.failures += 1
-        self.limit = max(1, attempted // 2)
         self._streak = 0
+        if attempted > 1 or self.limit is not None:
+            self.limit = max(1, attempted // 2)
 
     def succeeded(self, maximum: int) -> None:
         """A batch went through: after `recover_after` in a row the limit doubles (gone at `maximum`)."""

@@ -23,6 +23,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError
 from av_scene_vlm.core.naming import output_namespace
+from av_scene_vlm.core.stream_watch import StreamWatch
 from av_scene_vlm.ros.conversions import check_frame
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -82,6 +83,8 @@ class Camera:
     processed: int = 0
     skipped_period: int = 0
     failed: int = 0  # taken by the worker, lost to a model error (see failures_counted)
+    stamp_ahead: int = 0  # results whose source stamp was ahead of the node clock (clock jumped back)
+    stream: StreamWatch = field(default_factory=StreamWatch)
     input_rate: RateMeter = field(default_factory=RateMeter)
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: Percentiles = field(default_factory=Percentiles)  # source stamp -> publish
@@ -89,6 +92,13 @@ class Camera:
     slot_wait: Percentiles = field(default_factory=Percentiles)  # receive -> worker takes the frame
     overhead: Percentiles = field(default_factory=Percentiles)  # worker time minus engine time
     _slot: tuple[Image | CompressedImage, float] | None = None
+
+
+def describe_stream(msg: Image | CompressedImage) -> str:
+    """'1920x1080 bgr8' for a raw frame, 'jpeg' for a compressed one (its header is not read twice)."""
+    if isinstance(msg, CompressedImage):
+        return msg.format.split(";")[0].strip() or "compressed"
+    return f"{msg.width}x{msg.height} {msg.encoding}"
 
 
 @contextmanager
@@ -203,11 +213,13 @@ class CameraInputs:
             with self._cond:
                 cam.received += 1
                 cam.input_rate.tick(now)
+                cam.stream.frame(now)
             self.reject(cam, exc)
             return
         with self._cond:
             cam.received += 1
             cam.input_rate.tick(now)
+            cam.stream.frame(now, describe_stream(msg))
             if cam._slot is not None:
                 cam.dropped += 1  # overwritten before the worker took it
             cam._slot = (msg, now)

@@ -38,35 +38,21 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
 
 from av_scene_vlm.core import result_messages as messages
-from av_scene_vlm.core.models import (
-    DEFAULT_CAPTION_MODEL,
-    DEFAULT_CLIP_MODEL,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_PROMPT,
-    ModelLoadError,
-)
+from av_scene_vlm.core.batch_limit import BatchLimit
+from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.scene_change import SceneChangeDetector, StampKey
 from av_scene_vlm.ros.camera_input import Camera, Percentiles, RateMeter, failures_counted, output_topic
+from av_scene_vlm.ros.caption_parameters import EXAMPLES, PARAMETERS
 from av_scene_vlm.ros.conversions import ros_message
 from av_scene_vlm.ros.node_utils import (
-    AUTOSTART,
-    DIAGNOSTICS_PERIOD,
-    INPUT_PARAMETERS,
-    USE_CV_BRIDGE,
-    ParamSpec,
     dtype_name,
     lower_thread_priority,
     pin_torch_threads,
+    release_memory,
     run_nodes,
     use_own_cuda_stream,
 )
-from av_scene_vlm.ros.settings import (
-    AUTO_PERIOD,
-    AUTO_PERIOD_CPU,
-    AUTO_PERIOD_CUDA,
-    CaptionSettings,
-    auto_caption_period,
-)
+from av_scene_vlm.ros.settings import AUTO_PERIOD, CaptionSettings, auto_caption_period
 from av_scene_vlm.ros.worker_node import Frame, WorkerNode
 from av_scene_vlm_msgs.msg import Caption, Similarity
 
@@ -74,80 +60,7 @@ if TYPE_CHECKING:
     from av_scene_vlm.core.captioner import Captioner
     from av_scene_vlm.core.engine import ZeroShotEngine
 
-__all__ = ["PARAMETERS", "CaptionNode", "auto_caption_period"]
-
-# name -> (default, description, read_only); the README's table is generated from it.
-PARAMETERS: dict[str, ParamSpec] = {
-    **INPUT_PARAMETERS,
-    "caption_model": (
-        DEFAULT_CAPTION_MODEL,
-        "Qwen2.5-VL checkpoint: hub id (cached) or local directory.",
-        True,
-    ),
-    "caption_prompt": (DEFAULT_PROMPT, "Instruction given with every image.", False),
-    "caption_max_new_tokens": (64, "Most tokens generated per caption.", True),
-    "caption_min_pixels": (0, "Smallest resized image area in px (0 = the checkpoint's).", True),
-    "caption_max_pixels": (
-        DEFAULT_MAX_PIXELS,
-        "Largest resized image area in px; bounds visual tokens to area/784 (0 = the checkpoint's).",
-        True,
-    ),
-    "caption_device": ("auto", "auto, cpu, cuda or cuda:N.", True),
-    "caption_dtype": ("auto", "auto (bf16 or fp16 on GPU, fp32 on CPU), float32, float16 or bfloat16.", True),
-    "caption_compile": (
-        "auto",
-        "Static KV cache + compiled decoding step (~2x faster captions on a GPU after a compile of about "
-        "a minute, run on the caption worker before its first caption): auto (on for CUDA), on or off.",
-        True,
-    ),
-    "caption_attn_implementation": (
-        "auto",
-        "auto (flash_attention_2 if installed, else sdpa), sdpa, eager or flash_attention_2.",
-        True,
-    ),
-    "caption_period": (
-        -1.0,
-        "Caption the newest frame at most every this many seconds per camera, monotonic wall time "
-        f"(0 = as fast as the model allows; -1 = auto: {AUTO_PERIOD_CUDA:g} s on CUDA, "
-        f"{AUTO_PERIOD_CPU:g} s on CPU).",
-        False,
-    ),
-    "caption_scene_change_threshold": (
-        0.0,
-        "Cosine distance of the image embedding from the last captioned frame's above which a caption "
-        "is made before the period ends (0 = off).",
-        False,
-    ),
-    "caption_embedding_source": (
-        "similarity_topic",
-        "similarity_topic (image_embedding of clip_node's '<ns>/similarity') or compute "
-        "(caption_clip_model).",
-        True,
-    ),
-    "caption_clip_model": (
-        DEFAULT_CLIP_MODEL,
-        "CLIP checkpoint for caption_embedding_source=compute (loaded only when the threshold is > 0).",
-        True,
-    ),
-    "caption_num_threads": (
-        0,
-        "torch intra-op threads of the caption worker (0 = the process default, all cores).",
-        True,
-    ),
-    "caption_nice": (
-        10,
-        "Nice increment of the caption worker thread and its torch threads (Linux; 0 = none): on a "
-        "busy CPU the classifier and other nodes go first.",
-        True,
-    ),
-    "publish_text": (False, "Also publish std_msgs/String on '<ns>/caption_text'.", False),
-    "diagnostics_period": DIAGNOSTICS_PERIOD,
-    "use_cv_bridge": USE_CV_BRIDGE,
-    "autostart": AUTOSTART,
-}
-
-# Values shown in type errors where the default makes a poor example.
-EXAMPLES = {"caption_period": 5.0}
+__all__ = ["EXAMPLES", "PARAMETERS", "CaptionNode", "auto_caption_period"]
 
 _EMBEDDING_HISTORY = 64  # similarity messages kept per camera for stamp matching (~2 s at 30 Hz)
 
@@ -209,6 +122,7 @@ class CaptionNode(WorkerNode):
         self._caption_rate = RateMeter(window=60.0)
         self.captions = 0
         self.triggered = 0
+        self.batch_limit = BatchLimit(recover_after=10)
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
         self._compile_state = "on, not yet compiled" if self.captioner.compiled else "off"
         self._auto_period, why = auto_caption_period(self.captioner.device)
@@ -313,7 +227,7 @@ class CaptionNode(WorkerNode):
         return self.scenes.changed(cam.topic, emb, threshold)
 
     def _step(self) -> None:
-        s, frames = self.take_frames(len(self.cameras), self._keep)
+        s, frames = self.take_frames(self.batch_limit.size(len(self.cameras)), self._keep)
         period, threshold = self._period(s), s.caption_scene_change_threshold
         work: list[_Work] = []
         for frame in frames:
@@ -329,8 +243,15 @@ class CaptionNode(WorkerNode):
             self._last_caption[cam.topic] = frame.picked
             work.append(_Work(**vars(frame), embedding=computed, triggered=not due))
         if work:
-            with failures_counted(w.camera for w in work):
-                self._caption(work, s)
+            try:
+                with failures_counted(w.camera for w in work):
+                    self._caption(work, s)
+            except Exception as exc:  # out of memory, ...: smaller batches next, then counted and logged
+                self.batch_limit.failed(len(work))
+                if "OutOfMemory" in type(exc).__name__:
+                    release_memory()
+                raise
+            self.batch_limit.succeeded(len(self.cameras))
 
     def _caption(self, work: list[_Work], s: CaptionSettings) -> None:
         results = self.captioner.caption_batch([w.rgb for w in work], s.caption_prompt)
@@ -360,6 +281,10 @@ class CaptionNode(WorkerNode):
             level, message = DiagnosticStatus.WARN, "similarity has no image_embedding (publish_embedding)"
         elif self._clip_error:
             level, message = DiagnosticStatus.WARN, "scene-change detection disabled: CLIP model failed"
+        limit = self.batch_limit.size(len(self.cameras))
+        if self.batch_limit.reduced:
+            level = max(level, DiagnosticStatus.WARN)
+            message = f"{message}; captions held at {limit} per batch after a failure"
         captioner = self.captioner
         return (
             level,
@@ -381,6 +306,8 @@ class CaptionNode(WorkerNode):
                 "similarity_received": self._similarity_received,
                 "torch_threads": self._thread_info["torch_threads"],
                 "nice": s.caption_nice,
+                "batch_limit": limit,
+                "failed_batches": self.batch_limit.failures,
                 "worker_errors": self.worker_errors.count,
                 "last_worker_error": self.worker_errors.last,
             },

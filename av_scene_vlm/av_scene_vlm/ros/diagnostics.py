@@ -16,11 +16,18 @@ def kv(**values: object) -> list[KeyValue]:
     return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
 
 
-def camera_status(node_name: str, cam: Camera, **extra: object) -> DiagnosticStatus:
-    """The per-camera diagnostic both nodes publish: counters, rates and latencies, plus `extra`."""
+def camera_status(
+    node_name: str, cam: Camera, publishers: int | None = None, **extra: object
+) -> DiagnosticStatus:
+    """The per-camera diagnostic both nodes publish: counters, rates, latencies and the stream (what
+    the camera sends, its silences, its publishers: a camera restart shows here), plus `extra`."""
     level, message = DiagnosticStatus.OK, "ok"
+    stream, age = cam.stream, cam.stream.age()
+    seen = "?" if publishers is None else str(publishers)
     if cam.received == 0:
-        level, message = DiagnosticStatus.WARN, "no frames received"
+        level, message = DiagnosticStatus.WARN, f"no frames received ({seen} publishers)"
+    elif stream.silent():
+        level, message = DiagnosticStatus.WARN, f"no frames for {age:.1f} s ({seen} publishers)"
     elif cam.bad and cam.bad >= cam.processed:
         level, message = DiagnosticStatus.WARN, "most frames are malformed"
     return DiagnosticStatus(
@@ -41,6 +48,13 @@ def camera_status(node_name: str, cam: Camera, **extra: object) -> DiagnosticSta
             latency_stamp_to_publish_p95_ms=f"{cam.latency.get(0.95) * 1e3:.2f}",
             latency_receive_to_publish_p50_ms=f"{cam.node_latency.get(0.5) * 1e3:.2f}",
             latency_receive_to_publish_p95_ms=f"{cam.node_latency.get(0.95) * 1e3:.2f}",
+            stamp_ahead_of_clock=cam.stamp_ahead,
+            stream=stream.description,
+            stream_changes=stream.changes,
+            last_frame_age_s="" if age is None else f"{age:.2f}",
+            longest_gap_s=f"{stream.longest_gap_s:.2f}",
+            gaps=stream.gaps,
+            publishers=seen,
             **extra,
             output_namespace=cam.namespace,
         ),
@@ -109,5 +123,6 @@ def node_diagnostics(node: Any) -> DiagnosticArray:
     )
     if state == "active":
         for cam in node.cameras:
-            arr.status.append(camera_status(name, cam, **node._camera_values(cam)))
+            publishers = node.count_publishers(cam.topic)
+            arr.status.append(camera_status(name, cam, publishers, **node._camera_values(cam)))
     return arr

@@ -21,8 +21,10 @@ from rclpy.node import Node
 from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
+from av_scene_vlm.ros import signals
 from av_scene_vlm.ros.parameters import ParamSpec
 from av_scene_vlm.ros.ros_args import params_files_with_yaml_text, quote_param_args
+from av_scene_vlm.ros.signals import WORKER_WAIT_S
 
 INPUT_PARAMETERS: dict[str, ParamSpec] = {
     "image_topics": (
@@ -166,23 +168,39 @@ def run_nodes(
 
     A factory may return None to skip its node (scene_vlm with `enable_caption:=false`). All nodes
     share one executor; their model work runs on each node's own worker thread. The process ends with
-    exit code 0 on Ctrl-C, or once every node has been shut down (`ros2 lifecycle set ... shutdown`).
+    exit code 0 on SIGINT or SIGTERM at any moment (`signals`: rclpy's own handlers are off), or once
+    every node has been shut down (`ros2 lifecycle set ... shutdown`).
 
     Why a SingleThreadedExecutor: every callback is O(1) (frames only go into a slot), and rclpy's
     MultiThreadedExecutor spins its wait loop in Python while a pool thread has yet to take a ready
     message, starving the model worker of the GIL. Measured with clip_node (ViT-B/32, 640x480 at
     30 Hz, 2 cores): 0.9 processed fps and 7 Hz received with it, 9 fps and 30 Hz with this one.
     """
-    import signal
+    policy = signals.POLICY
+    policy.install()  # already done by the console scripts, before their imports
+    try:
+        return _start_and_spin(factories, args, params or {}, policy)
+    except signals.Interrupted:  # during rclpy.init or a node's start-up (model load, compilation)
+        policy.ignore()
+        rclpy.try_shutdown()
+        return 0
 
+
+def _start_and_spin(
+    factories: Sequence[NodeFactory],
+    args: list[str] | None,
+    params: Mapping[str, ParamSpec],
+    policy: signals.StopOnSignal,
+) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.impl.implementation_singleton import rclpy_implementation
+    from rclpy.signals import SignalHandlerOptions
 
     argv = list(sys.argv if args is None else args)
     logger = rclpy.logging.get_logger("av_scene_vlm")
-    argv, temps = params_files_with_yaml_text(quote_param_args(argv, params or {}))
+    argv, temps = params_files_with_yaml_text(quote_param_args(argv, params))
     try:
-        rclpy.init(args=argv)
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except rclpy_implementation.RCLError as exc:  # a params file or --ros-args rcl cannot parse
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         logger.fatal(f"cannot read the ROS arguments (params file, -p): {first}")
@@ -199,28 +217,50 @@ def run_nodes(
     except (ModelLoadError, TaskError, ValueError) as exc:
         for line in str(exc).splitlines():  # ParameterTypeErrors: one line per parameter
             logger.fatal(line)
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        _close(nodes, None, wait=WORKER_WAIT_S)
         return 1 if isinstance(exc, ModelLoadError) else 2
+    except signals.Interrupted:
+        _close(nodes, None, wait=WORKER_WAIT_S)
+        raise
+    policy.running()
     executor = SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
     try:
-        while rclpy.ok() and not all(lifecycle_state(n) == "finalized" for n in nodes):
+        while rclpy.ok() and not policy.stopping.is_set():
+            if all(lifecycle_state(n) == "finalized" for n in nodes):
+                grace = time.monotonic() + 1.0  # let the last replies and events go out
+                while rclpy.ok() and time.monotonic() < grace:
+                    executor.spin_once(timeout_sec=0.1)
+                break
             executor.spin_once(timeout_sec=0.25)
-        grace = time.monotonic() + 1.0  # every node shut down: let the last replies and events go out
-        while rclpy.ok() and time.monotonic() < grace:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
-        # Ctrl-C on `ros2 launch` signals a node twice (the terminal's SIGINT, then launch's): a second
-        # SIGINT during the clean-up below interrupted it (exit -2) or crashed rclpy (exit -11).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # try_shutdown restored the handler from before init
+        policy.ignore()
+        busy = _close(nodes, executor, wait=WORKER_WAIT_S if policy.stopping.is_set() else None)
+    if busy:  # model work that cannot be interrupted (a caption, a compilation): end without it
+        logger.info(f"stopped with {', '.join(busy)} still busy")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def _close(nodes: Sequence[Node], executor: object | None, wait: float | None) -> list[str]:
+    """Stop the nodes' workers (waiting at most `wait` s in all; None: for as long as they take),
+    destroy the nodes and shut rclpy down; returns the workers still busy."""
+    deadline = None if wait is None else time.monotonic() + wait
+    busy = []
+    for node in nodes:
+        stop = getattr(node, "stop_worker", None)
+        if stop is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not stop(left):
+                busy.append(node.get_name())
+    if executor is not None:
+        executor.shutdown()  # type: ignore[attr-defined]
+    for node in nodes:
+        node.destroy_node()
+    rclpy.try_shutdown()
+    return busy

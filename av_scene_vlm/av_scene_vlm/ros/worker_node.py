@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -99,7 +100,8 @@ class WorkerNode(LifecycleNode):
         self._stop = threading.Event()
         self._autostarting = False
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(self._startup_diagnostics_period(), self._publish_diagnostics)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_timer = self._diagnostics_timer(self._startup_diagnostics_period())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self._value("autostart", True) is not False:
             try:
@@ -117,6 +119,11 @@ class WorkerNode(LifecycleNode):
             return coerce(name, self.get_parameter(name).value, self._specs[name])
         except (ParameterTypeError, KeyError):
             return fallback
+
+    def _diagnostics_timer(self, period: float) -> Any:
+        """/diagnostics every `period` s of steady time: with `use_sim_time` a paused, looping or
+        jumping /clock must not stop, flood or skip a node's health reports."""
+        return self.create_timer(period, self._publish_diagnostics, clock=self._steady)
 
     def _startup_diagnostics_period(self) -> float:
         period = self._value("diagnostics_period", 1.0)
@@ -199,9 +206,7 @@ class WorkerNode(LifecycleNode):
         set_read_only(self, self._specs, True)
         if settings.inputs.diagnostics_period != self._diag_timer.timer_period_ns / 1e9:
             self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(
-                settings.inputs.diagnostics_period, self._publish_diagnostics
-            )
+            self._diag_timer = self._diagnostics_timer(settings.inputs.diagnostics_period)
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -263,6 +268,13 @@ class WorkerNode(LifecycleNode):
             self._stop.set()
             if worker.is_alive():
                 worker.join(timeout=timeout)
+
+    def stop_worker(self, timeout: float | None) -> bool:
+        """Stop taking frames and stop the worker, waiting at most `timeout` s for a step in progress
+        (None: as long as it takes); True when the worker has ended."""
+        worker = self._worker
+        self._stop_taking_frames(timeout=timeout)
+        return worker is None or not worker.is_alive()
 
     def destroy_node(self) -> None:
         """Stop the worker before the node goes (also on a node whose configure never finished).
@@ -360,7 +372,11 @@ class WorkerNode(LifecycleNode):
         cam.output_rate.tick(done)
         cam.node_latency.add(done - frame.received)
         stamp_ns = frame.header.stamp.sec * 10**9 + frame.header.stamp.nanosec
-        cam.latency.add((self.get_clock().now().nanoseconds - stamp_ns) / 1e9)
+        age_ns = self.get_clock().now().nanoseconds - stamp_ns
+        if age_ns >= 0:
+            cam.latency.add(age_ns / 1e9)
+        else:  # the clock went back (a looping bag's /clock, a stepped system clock): no latency
+            cam.stamp_ahead += 1
         if model_seconds is not None:
             cam.slot_wait.add(frame.picked - frame.received)
             # The node's own cost per frame: decode, batching, conversion, drawing, publishing.
