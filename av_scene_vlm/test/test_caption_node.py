@@ -25,6 +25,7 @@ from av_scene_vlm.ros.scene_vlm import caption_enabled  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from ros_helpers import (  # noqa: E402
+    OutOfMemoryError,
     Probe,
     Spinner,
     compressed_msg,
@@ -428,10 +429,6 @@ def test_compiled_decoder_warms_up_before_captions(ros, tiny_qwen, tiny_clip) ->
     assert "compiling" not in values[first_compiled:] and "compiled in" not in " ".join(
         values[:first_compiled]
     )
-
-
-class OutOfMemoryError(RuntimeError):
-    """Named like torch.cuda.OutOfMemoryError (the node gives cached memory back on that name)."""
 
 
 def test_failed_caption_batch_halves_the_next_batches(ros, tiny_qwen) -> None:

@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from ros_helpers import (  # noqa: E402
+    OutOfMemoryError,
     Probe,
     compressed_msg,
     header,
@@ -376,10 +377,6 @@ def test_inference_errors_are_counted_and_reported_then_recovered(ros, tiny_clip
     assert wait_for(lambda: counts() == (3, 1, 2, 0, 0)), counts()
     camera_values = {kv.key: kv.value for kv in probe.messages("/diagnostics")[-1].status[1].values}
     assert camera_values["failed"] == "2"
-
-
-class OutOfMemoryError(RuntimeError):
-    """Named like torch.cuda.OutOfMemoryError (the node releases cached memory on that name)."""
 
 
 class GatedEngine(ZeroShotEngine):
