@@ -1,21 +1,36 @@
-"""Soak: clip_node for minutes over real DDS, two cameras at 2x 30 Hz, one frame in three malformed.
+"""Soak (issue 18, point 7): clip_node for an hour over real DDS under everything a vehicle does to it.
 
-Why: the node must run for hours on a vehicle. This runs clip_node as its own process (as `ros2 run`
-starts it) on the real ViT-B/32 architecture (random weights; `--tiny` for a quick check) with the
-vehicle config, and this process plays two raw rgb8 640x480 cameras at `--rate` Hz each (default 60,
-twice a 30 Hz camera) over Fast DDS with the bundled large-frames profile; every third frame of each
-camera is malformed (truncated data, short rows, unknown encoding, odd-width yuv422). Measured:
-- RSS of the node process over time (/proc/<pid>/status, every second), judged bounded when it grows
-  by less than `--rss-tolerance` (fraction) over the second half of the run;
-- per minute: results received, latency source stamp -> result received here (p50/p95), the node's
-  own stamp -> publish p50/p95 and processed fps (/diagnostics), dropped and bad frame counts;
-- at the end: every frame accounted for (received = processed + dropped + bad + skipped + failed),
-  then SIGINT: exit code 0 and no traceback.
-Prints a table; writes JSON (default benchmarks/results/soak_cpu.json). Exit code 1 if the node did
-not stop cleanly or frames went missing from its counters.
+clip_node runs as its own process (as `ros2 run` starts it), ViT-B/32 architecture with random weights
+(`--tiny`: a tiny CLIP), vehicle config. This process (parts in soak_parts.py) plays four cameras at
+`--rate` Hz each (default 60: twice 30 Hz) over Fast DDS with the large-frames profile: front rgb8,
+rear bgr8, left yuv422 (UYVY), all raw 640x480, and right JPEG on `.../compressed`; one frame in three
+malformed or hostile, kinds in turn (truncated, short rows, unknown encoding, odd-width yuv422, corrupt
+JPEG, issue 18's frames whose fields or header claim gigabytes or 30000x30000, 1x100000). On top:
+- every `--restart-every` s (first at half of it, cameras in turn) a camera restart: publisher gone,
+  `--silence` s, back with the next stream of its rotation (front 640x480 rgb8 -> 1280x720 bgr8 ->
+  640x360 yuv422 -> back; right jpeg -> 1280x720 jpeg -> 640x360 png; ...), sending once the node's
+  subscription matched. Counted: valid frames sent until the first result of the new stream (the
+  issue: at most 2), and that time in the node's batch times (a node slower than the cameras answers
+  the newest frame when its batch ends, so on a CPU it answers a later frame, one batch on);
+- every `--param-every` s a change through /clip_node/set_parameters, in turn: smoothing 0.5 / 0.0,
+  labels [car, truck, bus] / [""] (a task added, removed), smoothing 1.5 (must be refused);
+- every `--lifecycle-every` s (first at half of it) deactivate, `--silence` s, activate through
+  /clip_node/change_state; the camera counters (made at configure) must go on: after >= before.
+Measured: the node's RSS every second, its GPU memory every 5 s (nvidia-smi, where there is one;
+torch's counter cannot be read from another process); per minute results per camera, latency source
+stamp -> result here (p50/p95, all cameras), the node's /diagnostics; final counters; SIGINT.
+Verdicts (exit code 1 when one fails): RSS and GPU memory growth over the second half <=
+`--rss-tolerance` (median of the last 10 % of samples vs around the middle); every minute's p95 <= 1.2
+x minute 1's (minute 1: the first full minute after the warm-up, which ends once every camera has a
+result; a last minute under 30 s left out; no minute excluded, rows mark restarts "R" and lifecycle
+cycles "L"; lower is never a failure); 0 "Traceback" in the node's output; received = processed +
+dropped + bad + skipped + failed for every camera (final /diagnostics); counters kept across every
+cycle; every restart resumed within 2 valid frames; parameter answers as expected; every transition
+succeeded; exit code 0 after SIGINT. Prints a table, writes JSON.
 
-    python benchmarks/bench_soak.py                 # 10 minutes, ViT-B/32 (venv with ROS 2 wheels)
-    python benchmarks/bench_soak.py --minutes 0.5 --tiny --json /tmp/soak.json   # smoke
+    python benchmarks/bench_soak.py --minutes 60 --json benchmarks/results/soak_cpu.json   # issue 18.7
+    python benchmarks/bench_soak.py --minutes 1.5 --tiny --restart-every 30 --lifecycle-every 45 \\
+        --json /tmp/soak_smoke.json                                                        # smoke
 """
 
 from __future__ import annotations
@@ -23,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -34,211 +48,144 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "av_scene_vlm"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak_parts import BAD_EVERY, CAMERAS, COUNTERS, REPO, TOPICS, Control, Monitor, Player, hardware
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", "88")
-# Whole raw frames in shared memory (the default 512 KiB segment fragments them over UDP), on Fast DDS
-# 2.x and 3.x alike (they read different variables).
-from av_scene_vlm.core.dds_profile import use_large_frames_profile  # noqa: E402
+os.environ.setdefault("ROS_DOMAIN_ID", "77")
+from av_scene_vlm.core.dds_profile import use_large_frames_profile
+from av_scene_vlm.core.naming import output_namespace
 
-use_large_frames_profile()
-CAMERAS = ["/soak/front/image_raw", "/soak/rear/image_raw"]
-COUNTERS = ("received", "processed", "dropped", "bad_frames", "skipped_by_period", "failed")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process in MiB (Linux /proc), 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def hardware() -> str:
-    model = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in ln
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    mem = next(
-        ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
-    )
-    return f"{model}, {os.cpu_count()} cores, {int(mem) / 2**20:.0f} GiB RAM"
-
-
-def camera_messages():
-    """(good, bad): prebuilt 640x480 rgb8 Images of a synthetic drive, and four malformed Images."""
-    from av_scene_vlm.core.image_encode import encode_raw
-    from av_scene_vlm.core.synthetic import drive
-    from sensor_msgs.msg import Image
-
-    good = []
-    for rgb in drive(30):
-        data, step = encode_raw(rgb, "rgb8")
-        good.append(Image(height=480, width=640, encoding="rgb8", step=step, data=data))
-    bad = [
-        Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(1920 * 100)),  # truncated
-        Image(height=480, width=640, encoding="rgb8", step=640, data=bytes(640 * 480)),  # rows too short
-        Image(height=4, width=4, encoding="rgb9000", step=12, data=bytes(48)),  # unknown encoding
-        Image(height=4, width=3, encoding="yuv422", step=6, data=bytes(24)),  # odd-width yuv422
-    ]
-    return good, bad
+use_large_frames_profile()  # whole raw frames in shared memory, Fast DDS 2.x and 3.x
+P95_LIMIT = 1.2  # a minute's p95 over the first minute's
+STATE = {True: "PASS", False: "FAIL", None: "n/a"}
 
 
 class Recorder:
-    """What this process sees of the node: result stamps with receive times, the latest diagnostics."""
+    """What this process sees of the node: results (receive time, camera, latency), /diagnostics."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, player: Player) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from av_scene_vlm_msgs.msg import ClassificationArray
 
-        self.lock = threading.Lock()
-        self.results: list[tuple[float, int, float]] = []  # (monotonic s, camera index, latency ms)
-        self.diag: dict[str, dict[str, str]] = {}
-        for i, topic in enumerate(CAMERAS):
-            ns = topic.rsplit("/", 1)[0]
-            node.create_subscription(
-                ClassificationArray, f"{ns}/scene/classification", lambda m, i=i: self._on_result(i, m), 50
-            )
+        self.lock, self.player = threading.Lock(), player
+        self.results: list[tuple[float, str, float]] = []
+        self.diag: dict[str, dict[str, str]] = {}  # camera name or "engine" -> values
+        self.diag_time = 0.0
+        self.gap = {n: [0, 0] for n in TOPICS}  # min, max of received - outcomes over all diagnostics
+        for name, topic in TOPICS.items():
+            out = f"{output_namespace(topic)}/classification"
+            node.create_subscription(ClassificationArray, out, lambda m, n=name: self._on_result(n, m), 50)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
-    def _on_result(self, cam: int, msg) -> None:
+    def _on_result(self, cam: str, msg) -> None:
         now_ns, mono = time.time_ns(), time.monotonic()
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         with self.lock:
             self.results.append((mono, cam, (now_ns - stamp_ns) / 1e6))
+        restart = self.player.on_result(msg.header.frame_id, mono)
+        if restart is not None:  # how long a batch takes now, to read resume_s against
+            batch_ms = float(self.snapshot().get("engine", {}).get("engine_time_p50_ms", 0)) or None
+            restart.update(
+                batch_p50_ms=batch_ms,
+                resume_batches=batch_ms and round(1e3 * restart["resume_s"] / batch_ms, 2),
+            )
 
     def _on_diag(self, msg) -> None:
+        names = {t: n for n, t in TOPICS.items()}
         with self.lock:
             for s in msg.status:
-                self.diag[s.hardware_id if s.hardware_id in CAMERAS else "engine"] = {
-                    kv.key: kv.value for kv in s.values
-                }
+                values = {kv.key: kv.value for kv in s.values}
+                if s.hardware_id in names:
+                    name = names[s.hardware_id]
+                    gap = int(values["received"]) - sum(int(values[k]) for k in COUNTERS[1:])
+                    self.gap[name] = [min(self.gap[name][0], gap), max(self.gap[name][1], gap)]
+                    self.diag[name] = values
+                elif "lifecycle_state" in values:
+                    self.diag["engine"] = values
+            self.diag_time = time.monotonic()
 
     def snapshot(self) -> dict[str, dict[str, str]]:
         with self.lock:
             return {k: dict(v) for k, v in self.diag.items()}
 
-
-def wait(predicate, timeout: float, what: str, proc: subprocess.Popen) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise RuntimeError(f"clip_node exited ({proc.returncode}) while waiting for {what}")
-        if time.monotonic() > end:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    def counters(self) -> dict[str, dict[str, int]]:
+        d = self.snapshot()
+        return {n: {k: int(d.get(n, {}).get(k, 0)) for k in COUNTERS} for n in TOPICS}
 
 
-def window_row(minute: int, recorder: Recorder, t0: float, t1: float, samples, diag) -> dict:
-    """One table row: results and RSS samples (monotonic times) in [t0, t1), diagnostics `diag`."""
-    with recorder.lock:
-        lat = [ms for t, _, ms in recorder.results if t0 <= t < t1]
-    rss = [mb for t, mb in samples if t0 <= t < t1]
-    cams = [diag.get(c, {}) for c in CAMERAS]
+def window_row(minute: int, rec: Recorder, t0: float, t1: float, mon: Monitor, diag, events) -> dict:
+    """One table row: results and samples (monotonic times) in [t0, t1), diagnostics `diag`."""
+    with rec.lock:
+        res = [(cam, ms) for t, cam, ms in rec.results if t0 <= t < t1]
+    lat = [ms for _, ms in res]
+    rss = [mb for t, mb in list(mon.rss) if t0 <= t < t1]
+    gpu = [mb for t, mb in list(mon.gpu) if t0 <= t < t1]
+    cams = [diag.get(n, {}) for n in TOPICS]
 
-    def total(key: str) -> int:
-        return sum(int(c.get(key, 0)) for c in cams)
-
-    def worst(key: str) -> float:
-        return max((float(c.get(key, 0)) for c in cams), default=0.0)
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(lat, q)), 1) if lat else None
 
     return {
         "minute": minute,
         "seconds": round(t1 - t0, 1),
-        "rss_mb": round(rss[-1], 1) if rss else 0.0,
+        "rss_mb": round(rss[-1], 1) if rss else None,
+        "gpu_mb": gpu[-1] if gpu else None,
         "results": len(lat),
-        "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
-        "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
-        "node_stamp_to_publish_p50_ms": worst("latency_stamp_to_publish_p50_ms"),
-        "node_stamp_to_publish_p95_ms": worst("latency_stamp_to_publish_p95_ms"),
+        "results_per_camera": {n: sum(c == n for c, _ in res) for n in TOPICS},
+        "latency_p50_ms": pct(50),
+        "latency_p95_ms": pct(95),
+        "node_stamp_to_publish_p95_ms": max(
+            (float(c.get("latency_stamp_to_publish_p95_ms", 0)) for c in cams), default=0.0
+        ),
         "processed_fps": round(sum(float(c.get("processed_fps", 0)) for c in cams), 2),
-        "received": total("received"),
-        "dropped": total("dropped"),
-        "bad": total("bad_frames"),
+        **{k: sum(int(c.get(k, 0)) for c in cams) for k in ("received", "dropped", "bad_frames")},
+        "events": events,
     }
 
 
-def rss_verdict(samples: list[tuple[float, float]], tolerance: float) -> dict:
-    """Growth of RSS over the second half: median of the last 10 % of samples minus that around the
-    middle, and a linear fit over the second half (MiB per minute)."""
-    t = np.array([s[0] for s in samples])
-    mb = np.array([s[1] for s in samples])
+def growth(samples: list[tuple[float, float]], tolerance: float) -> dict:
+    """Growth over the second half: median of the last 10 % of samples minus the median around the
+    middle (±5 % of the span), and a linear fit over the second half (MiB per minute)."""
+    t, mb = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
     span = t[-1] - t[0]
-    mid, end = t[0] + span / 2, t[-1]
+    mid = t[0] + span / 2
     at_mid = float(np.median(mb[np.abs(t - mid) <= max(span * 0.05, 1.0)]))
-    at_end = float(np.median(mb[t >= end - max(span * 0.1, 1.0)]))
+    at_end = float(np.median(mb[t >= t[-1] - max(span * 0.1, 1.0)]))
     half = t >= mid
     slope = float(np.polyfit(t[half] / 60, mb[half], 1)[0]) if half.sum() > 2 else 0.0
-    growth = at_end - at_mid
-    return {
-        "rss_start_mb": round(float(mb[0]), 1),
-        "rss_mid_mb": round(at_mid, 1),
-        "rss_end_mb": round(at_end, 1),
-        "rss_peak_mb": round(float(mb.max()), 1),
-        "growth_second_half_mb": round(growth, 1),
-        "growth_second_half_pct": round(100 * growth / at_mid, 2),
-        "slope_second_half_mb_per_min": round(slope, 2),
-        "tolerance_pct": 100 * tolerance,
-        "bounded": bool(growth <= tolerance * at_mid),
-    }
+    out = dict(start_mb=float(mb[0]), mid_mb=at_mid, end_mb=at_end, peak_mb=float(mb.max()))
+    out = {k: round(x, 1) for k, x in out.items()}
+    out.update(growth_mb=round(at_end - at_mid, 1), growth_pct=round(100 * (at_end - at_mid) / at_mid, 2))
+    out.update(slope_mb_per_min=round(slope, 2), limit_pct=100 * tolerance)
+    return {**out, "pass": bool(at_end - at_mid <= tolerance * at_mid)}
 
 
-class Player:
-    """Publishes both cameras on a fixed schedule; every third frame of each camera is malformed."""
-
-    def __init__(self, node) -> None:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # as a camera driver
-        self.pubs = [node.create_publisher(Image, t, qos) for t in CAMERAS]
-        self.good, self.bad = camera_messages()
-        self.sent = [{"good": 0, "malformed": 0} for _ in CAMERAS]
-
-    def publish(self, k: int, count: bool = True) -> None:
-        malformed = k % 3 == 2
-        for cam, pub in enumerate(self.pubs):
-            msg = self.bad[(k // 3) % len(self.bad)] if malformed else self.good[k % len(self.good)]
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
-            msg.header.frame_id = f"cam{cam}"
-            pub.publish(msg)
-            if count:
-                self.sent[cam]["malformed" if malformed else "good"] += 1
-
-
-def settled(recorder: Recorder) -> bool:
-    """Every frame the node received is in one of its outcome counters (it took its last frame)."""
-    d = recorder.snapshot()
-    return all(c in d and int(d[c]["received"]) == sum(int(d[c][k]) for k in COUNTERS[1:]) for c in CAMERAS)
-
-
-def run_schedule(args, player: Player, recorder: Recorder, proc: subprocess.Popen) -> dict:
-    """Publish for args.minutes; sample RSS every second; one table row per minute."""
+def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor, proc, t0: float):
+    """Publish for args.minutes with restarts on schedule; one table row per minute."""
     period, duration = 1.0 / args.rate, args.minutes * 60
-    samples: list[tuple[float, float]] = []
+    restarts = [(k + 0.5) * args.restart_every for k in range(int(duration / args.restart_every) + 1)]
+    restarts = [t for t in restarts if t + args.silence + 10 < duration]  # time to resume before the end
     rows: list[dict] = []
-    t_start = time.monotonic()
-    next_sample, window_start, tick, late = t_start, t_start, 0, 0
-    while (now := time.monotonic()) - t_start < duration:
-        if now >= next_sample:
-            samples.append((now, rss_mb(proc.pid)))
-            next_sample += 1.0
-        if now - window_start >= 60:
-            rows.append(window_row(len(rows) + 1, recorder, window_start, now, samples, recorder.snapshot()))
+    window, tick, late, k = t0, 0, 0, 0
+
+    def events(a: float, b: float) -> list[str]:
+        found = [f"R:{r['camera']}" for r in player.restarts if a <= r["at_s"] < b]
+        return found + ["L" for c in ctl.lifecycle_log if a <= c["at_s"] < b]
+
+    while (now := time.monotonic()) - t0 < duration:
+        if now - window >= 60:
+            ev = events(window - t0, now - t0)
+            rows.append(window_row(len(rows) + 1, rec, window, now, mon, rec.snapshot(), ev))
             print(fmt_row(rows[-1]), flush=True)
-            window_start = now
-        player.publish(tick)
+            window = now
+        if k < len(restarts) and now - t0 >= restarts[k]:
+            player.restart(k, now, t0)
+            k += 1
+        player.publish(now)
         tick += 1
-        delay = t_start + tick * period - time.monotonic()
+        delay = t0 + tick * period - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         elif delay < -period:  # fell behind: skip ticks rather than burst
@@ -246,25 +193,19 @@ def run_schedule(args, player: Player, recorder: Recorder, proc: subprocess.Pope
             tick += int(-delay / period)
         if proc.poll() is not None:
             raise RuntimeError(f"clip_node died during the soak (exit {proc.returncode})")
-    end = time.monotonic()
-    samples.append((end, rss_mb(proc.pid)))
-    # The node takes its last frames, then its diagnostics carry the final counters.
-    end_wait = time.monotonic() + 20
-    while not settled(recorder) and time.monotonic() < end_wait:
+    end, at_end = time.monotonic(), rec.snapshot()  # the last row's rates: while frames still came
+    ctl.stop.set()
+    ctl.thread.join(timeout=300)
+    settle = time.monotonic() + 20  # the node takes its last frames; diagnostics carry final counters
+    while time.monotonic() < settle and not all(
+        c["received"] == sum(c[k] for k in COUNTERS[1:]) for c in rec.counters().values()
+    ):
         time.sleep(0.2)
-    stamp = time.monotonic()
-    while time.monotonic() - stamp < 2.5:  # one more diagnostics period after settling
-        time.sleep(0.1)
-    final = recorder.snapshot()
-    rows.append(window_row(len(rows) + 1, recorder, window_start, end, samples, final))
+    time.sleep(2.5)  # one more diagnostics period after settling
+    ev = events(window - t0, end - t0)
+    rows.append(window_row(len(rows) + 1, rec, window, end, mon, at_end, ev))
     print(fmt_row(rows[-1]), flush=True)
-    return {
-        "rows": rows,
-        "samples": [(t - t_start, mb) for t, mb in samples],
-        "final": final,
-        "late_ticks": late,
-        "published_hz_per_camera": round((tick - late) / (end - t_start), 2),
-    }
+    return rows, late, end - t0
 
 
 def soak(args, model: str) -> dict:
@@ -276,35 +217,42 @@ def soak(args, model: str) -> dict:
         sys.executable, "-m", "av_scene_vlm.ros.clip_node", "--ros-args",
         "--params-file", str(REPO / "av_scene_vlm" / "config" / "scene_vlm.yaml"),
         "-p", f"model:={model}", "-p", f"device:={args.device}", "-p", "diagnostics_period:=1.0",
-        "-p", "image_topics:=[" + ", ".join(CAMERAS) + "]",
+        "-p", "image_topics:=[" + ", ".join(TOPICS.values()) + "]",
     ]  # fmt: skip
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     rclpy.init()
     node = rclpy.create_node("soak_player")
-    recorder, player = Recorder(node), Player(node)
+    player = Player(node, args.silence)
+    rec = Recorder(node, player)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
+    mon = ctl = None
     try:
-        wait(
-            lambda: all(p.get_subscription_count() for p in player.pubs),
-            600,
-            "the node's subscriptions",
-            proc,
-        )
-        warm_until = time.monotonic() + 300
-        while not recorder.results:  # warm-up with good frames until the first result: not measured
-            player.publish(0, count=False)
+        end = time.monotonic() + 600
+        while not all(c.pub.get_subscription_count() for c in player.cams):
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"clip_node did not subscribe to every camera; log: {log}")
+            time.sleep(0.1)
+        end = time.monotonic() + 300
+        while {c for _, c, _ in list(rec.results)} != set(TOPICS):  # warm-up, not measured
+            player.publish(time.monotonic(), warm=True)
             time.sleep(0.2)
-            if proc.poll() is not None or time.monotonic() > warm_until:
-                raise RuntimeError(f"no result from clip_node; log: {log}")
-        with recorder.lock:
-            recorder.results.clear()
-        print(f"[soak] clip_node ready (pid {proc.pid}): {args.minutes:g} min, 2 cameras at {args.rate:g} Hz")
-        run = run_schedule(args, player, recorder, proc)
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"no result from every camera; log: {log}")
+        with rec.lock:
+            rec.results.clear()
+        print(f"[soak] clip_node ready (pid {proc.pid}): {args.minutes:g} min, 4 cameras at {args.rate:g} Hz")
+        t0 = time.monotonic()
+        mon, ctl = Monitor(proc.pid), Control(node, rec, args, t0)
+        rows, late, seconds = run_schedule(args, player, rec, ctl, mon, proc, t0)
     finally:
+        if ctl is not None:
+            ctl.stop.set()
+        if mon is not None:
+            mon.stop()
         proc.send_signal(signal.SIGINT)
         try:
             rc = proc.wait(timeout=30)
@@ -315,109 +263,149 @@ def soak(args, model: str) -> dict:
         executor.shutdown()
         spin.join(timeout=5)
         node.destroy_node()
-    text = log.read_text(errors="replace")
-    per_cam = {c: {k: int(run["final"].get(c, {}).get(k, 0)) for k in COUNTERS} for c in CAMERAS}
-    return {
-        "rows": run["rows"],
-        "rss": rss_verdict(run["samples"], args.rss_tolerance),
-        "rss_samples": [(round(t, 1), round(mb, 1)) for t, mb in run["samples"]],
-        "sent": dict(zip(CAMERAS, player.sent, strict=True)),
-        "published_hz_per_camera": run["published_hz_per_camera"],
-        "late_ticks": run["late_ticks"],
-        "final_counters": per_cam,
-        "all_frames_accounted": all(
-            v["received"] == sum(v[k] for k in COUNTERS[1:]) for v in per_cam.values()
-        ),
-        "sigint_exit_code": rc,
-        "traceback_in_log": "Traceback" in text,
-        "log_tail": text.splitlines()[-5:],
+    text, cams = log.read_text(errors="replace"), player.cams
+    out = dict(rows=rows, restarts=player.restarts, param_changes=ctl.param_log, lifecycle=ctl.lifecycle_log)
+    out["rss_samples"] = [(round(t - t0, 1), round(mb, 1)) for t, mb in mon.rss]
+    out.update(gpu_samples=[(round(t - t0, 1), mb) for t, mb in mon.gpu], gpu_note=mon.gpu_note)
+    out["sent"] = {c.name: dict(c.sent) for c in cams}
+    out["sent_hz"] = {c.name: round((c.sent["good"] + c.sent["bad"]) / seconds, 2) for c in cams}
+    out.update(late_ticks=late, results_for_bad_frames=dict(player.bad_answered))
+    out.update(final_counters=rec.counters(), in_flight_min_max=rec.gap)
+    out.update(final_engine=rec.snapshot().get("engine", {}), sigint_exit_code=rc)
+    return {**out, "tracebacks": text.count("Traceback"), "log": str(log), "log_tail": text.splitlines()[-8:]}
+
+
+def verdicts(r: dict, tolerance: float) -> dict:
+    v: dict[str, dict] = {"rss_growth_second_half": growth(r["rss_samples"], tolerance)}
+    v["gpu_growth_second_half"] = (
+        growth(r["gpu_samples"], tolerance)
+        if len(r["gpu_samples"]) > 2
+        else {"pass": None, "n/a": r["gpu_note"]}
+    )
+    full = [row for row in r["rows"] if row["seconds"] >= 30 and row["latency_p95_ms"] is not None]
+    ref = full[0]["latency_p95_ms"] if full else None
+    ratios = {row["minute"]: round(row["latency_p95_ms"] / ref, 3) for row in full} if ref else {}
+    v["p95_within"] = {
+        "compared": f"every minute's p95 (source stamp -> result here, all cameras; a last minute under "
+        f"30 s left out) <= {P95_LIMIT} x minute 1's, the first full minute after warm-up",
+        "reference_ms": ref,
+        "ratio_per_minute": ratios,
+        "pass": bool(ratios) and max(ratios.values()) <= P95_LIMIT,
     }
+    v["tracebacks"] = {"count": r["tracebacks"], "pass": r["tracebacks"] == 0}
+    ident = {n: c["received"] == sum(c[k] for k in COUNTERS[1:]) for n, c in r["final_counters"].items()}
+    v["counter_identity"] = {"per_camera": ident, "pass": all(ident.values())}
+    v["counters_kept_across_lifecycle"] = {
+        "cycles": len(r["lifecycle"]),
+        "pass": all(c["counters_kept"] for c in r["lifecycle"]) if r["lifecycle"] else None,
+    }
+    frames = [x.get("valid_frames_until_result") for x in r["restarts"]]
+    v["restarts_resume_within_2_frames"] = {
+        "valid_frames_until_result": frames,
+        "resume_s": [x.get("resume_s") for x in r["restarts"]],
+        "resume_in_batches": [x.get("resume_batches") for x in r["restarts"]],
+        "pass": all(f is not None and f <= 2 for f in frames) if frames else None,
+    }
+    wrong = [p for p in r["param_changes"] if p["answer"] != p["expected"]]
+    v["param_changes"] = {"total": len(r["param_changes"]), "unexpected": wrong, "pass": not wrong}
+    bad = [c for c in r["lifecycle"] if not (c["deactivate_ok"] and c["activate_ok"])]
+    v["lifecycle_transitions"] = {"ok": 2 * (len(r["lifecycle"]) - len(bad)), "failed_cycles": bad}
+    v["lifecycle_transitions"]["pass"] = not bad
+    v["sigint_exit_0"] = {"exit_code": r["sigint_exit_code"], "pass": r["sigint_exit_code"] == 0}
+    return v
 
 
 HEAD = (
-    f"{'min':>3} | {'RSS MB':>7} | {'results':>7} | {'lat p50 ms':>10} {'p95 ms':>7} | "
-    f"{'node p50 ms':>11} {'p95 ms':>7} | {'fps':>5} | {'received':>8} {'dropped':>8} {'bad':>6}"
+    f"{'min':>3} | {'RSS MB':>7} | {'GPU MB':>7} | {'results f/r/l/r':>19} | {'p50 ms':>7} {'p95 ms':>7} | "
+    f"{'node p95':>8} | {'fps':>5} | {'received':>8} {'dropped':>8} {'bad':>6} | events"
 )
 
 
 def fmt_row(r: dict) -> str:
-    def ms(v) -> str:
-        return f"{v:.1f}" if v is not None else "-"
+    def num(v, spec: str = ".1f") -> str:
+        return "-" if v is None else format(v, spec)
 
+    per = "/".join(str(n) for n in r["results_per_camera"].values())
     return (
-        f"{r['minute']:>3} | {r['rss_mb']:>7.1f} | {r['results']:>7} | {ms(r['latency_p50_ms']):>10} "
-        f"{ms(r['latency_p95_ms']):>7} | {r['node_stamp_to_publish_p50_ms']:>11.1f} "
-        f"{r['node_stamp_to_publish_p95_ms']:>7.1f} | {r['processed_fps']:>5.2f} | {r['received']:>8} "
-        f"{r['dropped']:>8} {r['bad']:>6}"
+        f"{r['minute']:>3} | {num(r['rss_mb']):>7} | {num(r['gpu_mb'], '.0f'):>7} | {per:>19} | "
+        f"{num(r['latency_p50_ms']):>7} {num(r['latency_p95_ms']):>7} | "
+        f"{r['node_stamp_to_publish_p95_ms']:>8.1f} | {r['processed_fps']:>5.2f} | {r['received']:>8} "
+        f"{r['dropped']:>8} {r['bad_frames']:>6} | {' '.join(r['events'])}"
     )
+
+
+def report(args, r: dict, v: dict, hw: dict, device: str) -> None:
+    streams = ", ".join(f"{n} {s[0][0]}x{s[0][1]} {s[0][2]}" for n, (_, s) in CAMERAS.items())
+    print(
+        f"\nclip_node soak — {'tiny CLIP' if args.tiny else 'ViT-B/32'} (random weights) on {device}, "
+        f"vehicle config, 4 cameras at {args.rate:g} Hz (at first {streams}), 1 frame in {BAD_EVERY} "
+        f"malformed or hostile, {args.minutes:g} min — {hw['cpu']}, {hw['cores']} cores"
+        f"{', ' + hw['gpu'] if hw['gpu'] else ''}\n"
+    )
+    print("\n".join([HEAD, "-" * len(HEAD), *map(fmt_row, r["rows"]), "\ncamera restarts:"]))
+    for x in r["restarts"]:
+        done = (
+            f"first result after {x.get('valid_frames_until_result')} valid frames, {x.get('resume_s')} s "
+            f"= {x.get('resume_batches')} x the node's batch p50 ({x.get('batch_p50_ms')} ms)"
+        )
+        print(
+            f"  {x['at_s']:7.1f} s {x['camera']}: {x['from']} -> {x['to']}: "
+            + (done if x["resumed"] else "NONE")
+        )
+    print("deactivate / activate:")
+    for c in r["lifecycle"]:
+        print(f"  {c['at_s']:7.1f} s ok {c['deactivate_ok']}/{c['activate_ok']} ({c['deactivate_s']}/"
+              f"{c['activate_s']} s), results while inactive {c['results_while_inactive']}, "
+              f"counters kept {c['counters_kept']}")  # fmt: skip
+    answers = [p["answer"] for p in r["param_changes"]]
+    print(f"parameter changes: {len(answers)}: " + ", ".join(f"{a} {answers.count(a)}" for a in set(answers)))
+    for n, c in r["final_counters"].items():
+        sent = r["sent"][n]
+        print(f"  {n}: sent {sent.get('good', 0)} good + {sent.get('bad', 0)} bad ({r['sent_hz'][n]} Hz); "
+              "node: " + ", ".join(f"{k} {x}" for k, x in c.items()))  # fmt: skip
+    print(
+        f"late ticks skipped {r['late_ticks']}; in flight (min, max): {r['in_flight_min_max']}\n\nverdicts:"
+    )
+    for name, x in v.items():
+        detail = {k: y for k, y in x.items() if k not in ("pass", "ratio_per_minute", "compared")}
+        print(f"  {STATE[x['pass']]:4} {name}: {json.dumps(detail)[:300]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=60.0, help="Hz per camera (default: 2x 30 Hz)")
+    parser.add_argument("--restart-every", type=float, default=300.0, help="s between camera restarts")
+    parser.add_argument("--param-every", type=float, default=10.0, help="s between parameter changes")
+    parser.add_argument("--lifecycle-every", type=float, default=600.0, help="s between deactivate/activate")
+    parser.add_argument("--silence", type=float, default=2.0, help="s a restarting camera / inactive node")
     parser.add_argument("--tiny", action="store_true", help="tiny random CLIP instead of ViT-B/32")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rss-tolerance", type=float, default=0.02, help="allowed RSS growth, 2nd half")
-    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "soak_cpu.json"))
+    parser.add_argument("--rss-tolerance", type=float, default=0.02, help="allowed growth, 2nd half")
+    parser.add_argument("--json", default=None, help="default benchmarks/results/soak_<cpu|cuda>.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from av_scene_vlm.random_weights import build_clip_b32, build_tiny_clip
 
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_tiny_clip if args.tiny else build_clip_b32
-        model = str(build(Path(tmp) / "clip"))
+        model = str((build_tiny_clip if args.tiny else build_clip_b32)(Path(tmp) / "clip"))
         result = soak(args, model)
-    import torch
-
-    hw = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else hardware()
-    rss = result["rss"]
-    print(
-        f"\nclip_node soak — {'tiny CLIP' if args.tiny else 'ViT-B/32'} (random weights), vehicle config, "
-        f"2 cameras 640×480 rgb8 at {args.rate:g} Hz, 1 frame in 3 malformed, {args.minutes:g} min — {hw}\n"
-    )
-    print(HEAD)
-    print("-" * len(HEAD))
-    for r in result["rows"]:
-        print(fmt_row(r))
-    print(
-        f"\nRSS {rss['rss_start_mb']:.0f} -> {rss['rss_mid_mb']:.0f} (middle) -> "
-        f"{rss['rss_end_mb']:.0f} MB (end), "
-        f"peak {rss['rss_peak_mb']:.0f}; second half {rss['growth_second_half_mb']:+.1f} MB "
-        f"({rss['growth_second_half_pct']:+.2f} %, fit {rss['slope_second_half_mb_per_min']:+.2f} MB/min): "
-        + ("bounded" if rss["bounded"] else f"NOT shown bounded (tolerance {rss['tolerance_pct']:g} %)")
-    )
-    for cam, sent in result["sent"].items():
-        c = result["final_counters"][cam]
-        print(
-            f"{cam}: sent {sent['good']} good + {sent['malformed']} malformed; node: "
-            + ", ".join(f"{k} {v}" for k, v in c.items())
-        )
-    print(
-        f"published {result['published_hz_per_camera']} Hz per camera "
-        f"({result['late_ticks']} late ticks skipped); "
-        f"every frame accounted for: {result['all_frames_accounted']}"
-    )
-    clean = result["sigint_exit_code"] == 0 and not result["traceback_in_log"]
-    print(
-        f"SIGINT: exit code {result['sigint_exit_code']}, traceback: {result['traceback_in_log']}"
-        f" -> {'clean' if clean else 'NOT clean'}"
-    )
+    hw = hardware()
+    device = result["final_engine"].get("device", args.device)
+    v = verdicts(result, args.rss_tolerance)
+    report(args, result, v, hw, device)
     out = {
+        "config": {**vars(args), "model": "tiny" if args.tiny else "vit-b32", "device_used": device},
+        "cameras": {n: {"topic": t, "streams": r} for n, (t, r) in CAMERAS.items()},
         "hardware": hw,
-        "model": "tiny" if args.tiny else "vit-b32",
-        "minutes": args.minutes,
-        "rate_hz_per_camera": args.rate,
-        "cameras": CAMERAS,
-        "malformed_every": 3,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "verdicts": v,
         **result,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {args.json}")
-    return 0 if clean and result["all_frames_accounted"] else 1
+    path = args.json or str(REPO / "benchmarks" / "results" / f"soak_{device.split(':')[0]}.json")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1))
+    print(f"\nwrote {path}; node log {result['log']}")
+    return 0 if all(x["pass"] is not False for x in v.values()) else 1
 
 
 if __name__ == "__main__":
