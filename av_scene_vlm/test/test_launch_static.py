@@ -35,11 +35,15 @@ SHARE_CALLS = ("FindPackageShare", "get_package_share_directory")
 # ---- package facts --------------------------------------------------------------------------------
 @functools.cache
 def console_scripts() -> dict[str, str]:
-    """Executable name -> module, from setup.py's console_scripts."""
+    """Executable name -> module, from setup.py's console_scripts (a node script enters through
+    `ros.signals`, which runs the node module named in its NODE_MODULES)."""
+    from av_scene_vlm.ros.signals import NODE_MODULES
+
     scripts = {}
     for spec in _setup_kwargs()["entry_points"]["console_scripts"]:
         name, target = (s.strip() for s in spec.split("="))
-        scripts[name] = target.split(":")[0]
+        module, function = target.split(":")
+        scripts[name] = NODE_MODULES[function] if module == f"{PACKAGE}.ros.signals" else module
     return scripts
 
 

@@ -88,16 +88,20 @@ def run_entry(module: str, function: str = "main") -> int:
         return 0
 
 
+# Console script -> the node module it runs (setup.py points the scripts at the functions below).
+NODE_MODULES = {name: f"av_scene_vlm.ros.{name}" for name in ("clip_node", "caption_node", "scene_vlm")}
+
+
 def clip_node() -> int:
     """Console script `clip_node`."""
-    return run_entry("av_scene_vlm.ros.clip_node")
+    return run_entry(NODE_MODULES["clip_node"])
 
 
 def caption_node() -> int:
     """Console script `caption_node`."""
-    return run_entry("av_scene_vlm.ros.caption_node")
+    return run_entry(NODE_MODULES["caption_node"])
 
 
 def scene_vlm() -> int:
     """Console script `scene_vlm`."""
-    return run_entry("av_scene_vlm.ros.scene_vlm")
+    return run_entry(NODE_MODULES["scene_vlm"])
