@@ -7,8 +7,9 @@ rear bgr8, left yuv422 (UYVY), all raw 640x480, and right JPEG on `.../compresse
 malformed or hostile, kinds in turn (truncated, short rows, unknown encoding, odd-width yuv422, corrupt
 JPEG, issue 18's frames whose fields or header claim gigabytes or 30000x30000, 1x100000). On top:
 - every `--restart-every` s (first at half of it, cameras in turn) a camera restart: publisher gone,
-  `--silence` s, back with the next stream of its rotation (front 640x480 rgb8 -> 1280x720 bgr8 ->
-  640x360 yuv422 -> back; right jpeg -> 1280x720 jpeg -> 640x360 png; ...), sending once the node's
+  `--silence` s, back with the next stream of its rotation (front 640x480 rgb8 -> 800x384 bgr8 ->
+  480x640 yuv422 -> back; right jpeg -> 800x384 jpeg -> 480x640 png; ...: the same pixels per frame,
+  so the load stays the same from minute to minute, see soak_parts.CAMERAS), sending once the node's
   subscription matched. Counted: valid frames sent until the first result of the new stream (the
   issue: at most 2), and that time in the node's batch times (a node slower than the cameras answers
   the newest frame when its batch ends, so on a CPU it answers a later frame, one batch on);
