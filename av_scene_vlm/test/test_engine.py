@@ -78,6 +78,30 @@ def test_batch_equals_single_frames(engine, rng) -> None:
     assert batch[0].latency > 0
 
 
+def test_cameras_of_several_sizes_share_one_tower_call(engine, rng) -> None:
+    """A batch of frames of 3 sizes (cameras that differ, or one that restarted at another size) runs
+    the image tower once, not once per size, and gives each frame the numbers it gets alone."""
+    shapes = [(384, 800, 3), (480, 640, 3), (480, 640, 3), (640, 480, 3)]
+    frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    tower, calls = engine._tower, []
+
+    def counted(pixels, patches):
+        calls.append(pixels.shape[0])
+        return tower(pixels, patches)
+
+    engine._tower = counted
+    try:
+        batch = engine.classify(frames, heatmap=True)
+    finally:
+        engine._tower = tower
+    assert calls == [4]
+    for frame, res in zip(frames, batch, strict=True):
+        single = engine.classify(frame, heatmap=True)[0]
+        np.testing.assert_allclose(res.tasks[0].probabilities, single.tasks[0].probabilities, atol=1e-5)
+        np.testing.assert_allclose(res.image_embedding, single.image_embedding, atol=1e-5)
+        np.testing.assert_allclose(res.heatmap, single.heatmap, atol=1e-5)
+
+
 def test_strided_frames_single_and_batched(engine, rng) -> None:
     """Views such as a BGR->RGB flip or a crop of a bigger frame are read as the pixels they show."""
     bgr = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)

@@ -26,7 +26,8 @@ class StreamWatch:
         self._interval = 0.0  # moving average of the time between frames
 
     def frame(self, now: float, description: str | None = None) -> None:
-        """A frame arrived at `now` (monotonic); `description`: its stream, for a valid frame."""
+        """A frame arrived at `now` (monotonic); `description`: its stream, for a valid frame
+        (or later, through `describe`, once it is known to be valid)."""
         if self._last is not None:
             gap = now - self._last
             if gap > self.silence_s():
@@ -37,7 +38,12 @@ class StreamWatch:
                 self._interval = 0.9 * self._interval + 0.1 * gap
             self.longest_gap_s = max(self.longest_gap_s, gap)
         self._last = now
-        if description is not None and description != self.description:
+        if description is not None:
+            self.describe(description)
+
+    def describe(self, description: str) -> None:
+        """The stream a valid frame belongs to, e.g. "1280x720 yuv422"; a new one counts as a change."""
+        if description != self.description:
             self.changes += int(bool(self.description))
             self.description = description
 

@@ -219,11 +219,19 @@ class CameraInputs:
         with self._cond:
             cam.received += 1
             cam.input_rate.tick(now)
-            cam.stream.frame(now, describe_stream(msg))
+            cam.stream.frame(now)  # its stream is named once it decoded: see `decoded`
             if cam._slot is not None:
                 cam.dropped += 1  # overwritten before the worker took it
             cam._slot = (msg, now)
             self._cond.notify()
+
+    def decoded(self, cam: Camera, msg: Image | CompressedImage) -> None:
+        """The worker decoded `msg`: its stream (size, encoding) is the camera's stream now.
+
+        Why here and not on arrival: a malformed frame that passes the O(1) checks (an odd-width
+        yuv422, rows shorter than the width) would otherwise count as a stream change, twice."""
+        with self._cond:
+            cam.stream.describe(describe_stream(msg))
 
     def reject(self, cam: Camera, reason: Exception | str) -> None:
         """Count a bad frame of `cam` (callback or worker thread) and warn at most once per

@@ -364,6 +364,7 @@ class WorkerNode(LifecycleNode):
             except ImageDecodeError as exc:
                 inputs.reject(cam, exc)  # counted in `bad`, one warning per camera per 5 s
                 continue
+            inputs.decoded(cam, msg)
             frames.append(Frame(cam, msg.header, rgb, received, now))
         return settings, frames
 
