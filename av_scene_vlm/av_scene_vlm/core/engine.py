@@ -325,16 +325,12 @@ class ZeroShotEngine:
             for (h, w), idx in groups.items()
             for start, end in split_batch(len(idx), BUCKETS[-1])
         ]
-        cuda = self.device.type == "cuda"
         order = [i for _, chunk in work for i in chunk]
         if len(work) > 1 and not (self.graphs is not None and self.graphs.enabled):
             return self._score_together(frames, work, labels, layout), order
         parts: list[torch.Tensor] = []
         for plan, chunk in work:
-            host = self.preprocess.host_batch([frames[i] for i in chunk], plan, pin=cuda)
-            windows, uploaded = self._uploader.upload(host)
-            self._uploader.wait(uploaded)
-            out = self._run(windows, labels, plan, layout)
+            out = self._run(self._windows([frames[i] for i in chunk], plan), labels, plan, layout)
             # A graph's output is its static buffer, which the next replay (of it or of another graph
             # sharing its memory pool) overwrites: with more parts to come it is copied out at once.
             parts.append(out if len(work) == 1 else out.clone())
@@ -351,14 +347,11 @@ class ZeroShotEngine:
         image tower run once on all of them (in chunks of at most 64).
 
         Why: a vehicle's cameras differ in size; one tower call per size cut a 4-camera batch into
-        calls of 1 + 3 frames, which on a CPU cost ~25 % of the node's throughput (issue 18's soak).
+        calls of 1 + 3 frames, 21 % slower on a CPU (benchmarks/bench_mixed_sizes.py).
         With CUDA graphs on, each size keeps its own graph (preprocessing is inside it)."""
-        cuda = self.device.type == "cuda"
         pixels = []
         for plan, chunk in work:
-            host = self.preprocess.host_batch([frames[i] for i in chunk], plan, pin=cuda)
-            windows, uploaded = self._uploader.upload(host)
-            self._uploader.wait(uploaded)
+            windows = self._windows([frames[i] for i in chunk], plan)
             pixels.append(self.preprocess.normalize(self.preprocess.crops(windows, plan)))
         x = torch.cat(pixels)
         parts = [
@@ -366,6 +359,13 @@ class ZeroShotEngine:
             for start, end in split_batch(x.shape[0], BUCKETS[-1])
         ]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _windows(self, frames: list[np.ndarray], plan: FramePlan) -> torch.Tensor:
+        """Same-size frames' crop windows on the device (pinned, on the engine's copy stream on CUDA)."""
+        host = self.preprocess.host_batch(frames, plan, pin=self.device.type == "cuda")
+        windows, uploaded = self._uploader.upload(host)
+        self._uploader.wait(uploaded)
+        return windows
 
     def _run(self, windows: torch.Tensor, labels: torch.Tensor, plan: FramePlan, layout: ScoreLayout):
         """One same-size chunk through its CUDA graph, or eagerly."""
