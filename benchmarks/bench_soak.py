@@ -124,6 +124,9 @@ def window_row(minute: int, rec: Recorder, t0: float, t1: float, mon: Monitor, d
     lat = [ms for _, ms in res]
     rss = [mb for t, mb in list(mon.rss) if t0 <= t < t1]
     gpu = [mb for t, mb in list(mon.gpu) if t0 <= t < t1]
+    cpu = [(node, own) for t, node, own in list(mon.cpu) if t0 <= t < t1]
+    node_cpu = round(cpu[-1][0] - cpu[0][0], 1) if len(cpu) > 1 else None
+    player_cpu = round(cpu[-1][1] - cpu[0][1], 1) if len(cpu) > 1 else None
     cams = [diag.get(n, {}) for n in TOPICS]
 
     def pct(q: float) -> float | None:
@@ -142,6 +145,11 @@ def window_row(minute: int, rec: Recorder, t0: float, t1: float, mon: Monitor, d
             (float(c.get("latency_stamp_to_publish_p95_ms", 0)) for c in cams), default=0.0
         ),
         "processed_fps": round(sum(float(c.get("processed_fps", 0)) for c in cams), 2),
+        # CPU the node used in the window and per result: a slow minute with the same CPU seconds but
+        # more per result ran slower (machine), one with more CPU seconds did more work (node)
+        "node_cpu_s": node_cpu,
+        "node_cpu_ms_per_result": round(node_cpu * 1e3 / len(lat), 1) if node_cpu and lat else None,
+        "player_cpu_s": player_cpu,
         **{k: sum(int(c.get(k, 0)) for c in cams) for k in ("received", "dropped", "bad_frames")},
         "events": events,
     }
@@ -325,7 +333,8 @@ def verdicts(r: dict, tolerance: float) -> dict:
 
 HEAD = (
     f"{'min':>3} | {'RSS MB':>7} | {'GPU MB':>7} | {'results f/r/l/r':>19} | {'p50 ms':>7} {'p95 ms':>7} | "
-    f"{'node p95':>8} | {'fps':>5} | {'received':>8} {'dropped':>8} {'bad':>6} | events"
+    f"{'node p95':>8} | {'fps':>5} | {'cpu s':>5} {'ms/res':>6} | "
+    f"{'received':>8} {'dropped':>8} {'bad':>6} | events"
 )
 
 
@@ -337,7 +346,8 @@ def fmt_row(r: dict) -> str:
     return (
         f"{r['minute']:>3} | {num(r['rss_mb']):>7} | {num(r['gpu_mb'], '.0f'):>7} | {per:>19} | "
         f"{num(r['latency_p50_ms']):>7} {num(r['latency_p95_ms']):>7} | "
-        f"{r['node_stamp_to_publish_p95_ms']:>8.1f} | {r['processed_fps']:>5.2f} | {r['received']:>8} "
+        f"{r['node_stamp_to_publish_p95_ms']:>8.1f} | {r['processed_fps']:>5.2f} | "
+        f"{num(r['node_cpu_s']):>5} {num(r['node_cpu_ms_per_result']):>6} | {r['received']:>8} "
         f"{r['dropped']:>8} {r['bad_frames']:>6} | {' '.join(r['events'])}"
     )
 

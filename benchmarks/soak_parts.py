@@ -325,6 +325,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used (Linux /proc), 0 when it is gone. Per minute it
+    tells a slow minute in which the node did more work from one in which the machine ran it slower."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def gpu_mb(pid: int) -> float | str:
     """GPU memory the driver reports for `pid` (MiB), or why there is no number."""
     if shutil.which("nvidia-smi") is None:
@@ -352,6 +362,7 @@ class Monitor:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.rss: list[tuple[float, float]] = []  # (monotonic s, MiB)
+        self.cpu: list[tuple[float, float, float]] = []  # (monotonic s, node CPU s, this process's CPU s)
         self.gpu: list[tuple[float, float]] = []
         self.gpu_note = ""  # why there are no GPU samples
         self._stop = threading.Event()
@@ -363,6 +374,7 @@ class Monitor:
         while not self._stop.is_set():
             now = time.monotonic()
             self.rss.append((now, rss_mb(self.pid)))
+            self.cpu.append((now, cpu_s(self.pid), cpu_s(os.getpid())))
             if n % 5 == 0 and not self.gpu_note.startswith("n/a (CPU"):
                 value = gpu_mb(self.pid)
                 if isinstance(value, float):
