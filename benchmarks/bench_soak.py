@@ -29,6 +29,8 @@ dropped + bad + skipped + failed for every camera (final /diagnostics); counters
 cycle; every restart resumed within 2 valid frames (or, where the node drops frames because it cannot
 keep up, within 3 batch times: the batch in progress and 2 frames it takes); parameter answers as
 expected; every transition succeeded; exit code 0 after SIGINT. Prints a table, writes JSON.
+Ctrl-C or SIGTERM stops the schedule early but still settles, judges and writes what ran
+(`stopped_at_s` in the JSON, exit code 2): a stopped soak never passes, but its minutes are kept.
 
     python benchmarks/bench_soak.py --minutes 60 --json benchmarks/results/soak_cpu.json   # issue 18.7
     python benchmarks/bench_soak.py --minutes 1.5 --tiny --restart-every 30 --lifecycle-every 45 \\
@@ -172,6 +174,15 @@ def growth(samples: list[tuple[float, float]], tolerance: float) -> dict:
     return {**out, "pass": bool(at_end - at_mid <= tolerance * at_mid)}
 
 
+STOP = threading.Event()  # set by Ctrl-C / SIGTERM: end the schedule early, keep what ran
+
+
+def _stop(signum: int, _frame) -> None:
+    name = signal.Signals(signum).name
+    print(f"\n[soak] {name}: stopping the schedule, then settling and judging", flush=True)
+    STOP.set()
+
+
 def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor, proc, t0: float):
     """Publish for args.minutes with restarts on schedule; one table row per minute."""
     period, duration = 1.0 / args.rate, args.minutes * 60
@@ -184,7 +195,7 @@ def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor
         found = [f"R:{r['camera']}" for r in player.restarts if a <= r["at_s"] < b]
         return found + ["L" for c in ctl.lifecycle_log if a <= c["at_s"] < b]
 
-    while (now := time.monotonic()) - t0 < duration:
+    while (now := time.monotonic()) - t0 < duration and not STOP.is_set():
         if now - window >= 60:
             ev = events(window - t0, now - t0)
             rows.append(window_row(len(rows) + 1, rec, window, now, mon, rec.snapshot(), ev))
@@ -229,8 +240,8 @@ def soak(args, model: str) -> dict:
         "-p", f"model:={model}", "-p", f"device:={args.device}", "-p", "diagnostics_period:=1.0",
         "-p", "image_topics:=[" + ", ".join(TOPICS.values()) + "]",
     ]  # fmt: skip
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    with log.open("w") as fh:  # own session: a terminal's Ctrl-C stops the schedule, not the node
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     rclpy.init()
     node = rclpy.create_node("soak_player")
     player = Player(node, args.silence)
@@ -255,6 +266,8 @@ def soak(args, model: str) -> dict:
         with rec.lock:
             rec.results.clear()
         print(f"[soak] clip_node ready (pid {proc.pid}): {args.minutes:g} min, 4 cameras at {args.rate:g} Hz")
+        signal.signal(signal.SIGINT, _stop)  # from here on a stop keeps the minutes that ran
+        signal.signal(signal.SIGTERM, _stop)
         t0 = time.monotonic()
         mon, ctl = Monitor(proc.pid), Control(node, rec, args, t0)
         rows, late, seconds = run_schedule(args, player, rec, ctl, mon, proc, t0)
@@ -282,6 +295,7 @@ def soak(args, model: str) -> dict:
     out.update(late_ticks=late, results_for_bad_frames=dict(player.bad_answered))
     out.update(final_counters=rec.counters(), in_flight_min_max=rec.gap)
     out.update(final_engine=rec.snapshot().get("engine", {}), sigint_exit_code=rc)
+    out["stopped_at_s"] = round(seconds, 1) if STOP.is_set() else None
     return {**out, "tracebacks": text.count("Traceback"), "log": str(log), "log_tail": text.splitlines()[-8:]}
 
 
@@ -423,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {path}; node log {result['log']}")
+    if result["stopped_at_s"] is not None:
+        ran, planned = result["stopped_at_s"], args.minutes * 60
+        print(f"[soak] stopped early at {ran:.0f} s of {planned:.0f}: not a pass")
+        return 2
     return 0 if all(x["pass"] is not False for x in v.values()) else 1
 
 
