@@ -17,9 +17,11 @@ JPEG, issue 18's frames whose fields or header claim gigabytes or 30000x30000, 1
   labels [car, truck, bus] / [""] (a task added, removed), smoothing 1.5 (must be refused);
 - every `--lifecycle-every` s (first at half of it) deactivate, `--silence` s, activate through
   /clip_node/change_state; the camera counters (made at configure) must go on: after >= before.
-Measured: the node's RSS every second, its GPU memory every 5 s (nvidia-smi, where there is one;
-torch's counter cannot be read from another process); per minute results per camera, latency source
-stamp -> result here (p50/p95, all cameras), the node's /diagnostics; final counters; SIGINT.
+Measured: the node's RSS and CPU time every second, its GPU memory every 5 s (nvidia-smi, where there
+is one; torch's counter cannot be read from another process), the CPU time of a fixed job every 10 s
+(the machine's speed: it tells a slow minute of a slower machine from one of a node doing more); per
+minute results per camera, latency source stamp -> result here (p50/p95, all cameras), the node's
+/diagnostics; final counters; SIGINT.
 Verdicts (exit code 1 when one fails): RSS and GPU memory growth over the second half <=
 `--rss-tolerance` (median of the last 10 % of samples vs around the middle); every minute's p95 <= 1.2
 x minute 1's (minute 1: the first full minute after the warm-up, which ends once every camera has a
@@ -129,6 +131,7 @@ def window_row(minute: int, rec: Recorder, t0: float, t1: float, mon: Monitor, d
     cpu = [(node, own) for t, node, own in list(mon.cpu) if t0 <= t < t1]
     node_cpu = round(cpu[-1][0] - cpu[0][0], 1) if len(cpu) > 1 else None
     player_cpu = round(cpu[-1][1] - cpu[0][1], 1) if len(cpu) > 1 else None
+    probe = [ms for t, ms in list(mon.probe) if t0 <= t < t1]
     cams = [diag.get(n, {}) for n in TOPICS]
 
     def pct(q: float) -> float | None:
@@ -152,6 +155,8 @@ def window_row(minute: int, rec: Recorder, t0: float, t1: float, mon: Monitor, d
         "node_cpu_s": node_cpu,
         "node_cpu_ms_per_result": round(node_cpu * 1e3 / len(lat), 1) if node_cpu and lat else None,
         "player_cpu_s": player_cpu,
+        # the machine's speed: CPU ms of a fixed job, median of the window's samples (every 10 s)
+        "probe_ms": round(float(np.median(probe)), 1) if probe else None,
         **{k: sum(int(c.get(k, 0)) for c in cams) for k in ("received", "dropped", "bad_frames")},
         "events": events,
     }
@@ -189,6 +194,7 @@ def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor
     restarts = [(k + 0.5) * args.restart_every for k in range(int(duration / args.restart_every) + 1)]
     restarts = [t for t in restarts if t + args.silence + 10 < duration]  # time to resume before the end
     rows: list[dict] = []
+    bounds: list[tuple[float, float]] = []  # each row's window, s since t0
     window, tick, late, k = t0, 0, 0, 0
 
     def events(a: float, b: float) -> list[str]:
@@ -199,6 +205,7 @@ def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor
         if now - window >= 60:
             ev = events(window - t0, now - t0)
             rows.append(window_row(len(rows) + 1, rec, window, now, mon, rec.snapshot(), ev))
+            bounds.append((window - t0, now - t0))
             print(fmt_row(rows[-1]), flush=True)
             window = now
         if k < len(restarts) and now - t0 >= restarts[k]:
@@ -226,6 +233,9 @@ def run_schedule(args, player: Player, rec: Recorder, ctl: Control, mon: Monitor
     ev = events(window - t0, end - t0)
     rows.append(window_row(len(rows) + 1, rec, window, end, mon, at_end, ev))
     print(fmt_row(rows[-1]), flush=True)
+    bounds.append((window - t0, end - t0))
+    for row, (a, b) in zip(rows, bounds, strict=True):  # a cycle is logged once over: after its row
+        row["events"] = events(a, b)
     return rows, late, end - t0
 
 
@@ -347,7 +357,7 @@ def verdicts(r: dict, tolerance: float) -> dict:
 
 HEAD = (
     f"{'min':>3} | {'RSS MB':>7} | {'GPU MB':>7} | {'results f/r/l/r':>19} | {'p50 ms':>7} {'p95 ms':>7} | "
-    f"{'node p95':>8} | {'fps':>5} | {'cpu s':>5} {'ms/res':>6} | "
+    f"{'node p95':>8} | {'fps':>5} | {'cpu s':>5} {'ms/res':>6} {'probe':>5} | "
     f"{'received':>8} {'dropped':>8} {'bad':>6} | events"
 )
 
@@ -361,7 +371,8 @@ def fmt_row(r: dict) -> str:
         f"{r['minute']:>3} | {num(r['rss_mb']):>7} | {num(r['gpu_mb'], '.0f'):>7} | {per:>19} | "
         f"{num(r['latency_p50_ms']):>7} {num(r['latency_p95_ms']):>7} | "
         f"{r['node_stamp_to_publish_p95_ms']:>8.1f} | {r['processed_fps']:>5.2f} | "
-        f"{num(r['node_cpu_s']):>5} {num(r['node_cpu_ms_per_result']):>6} | {r['received']:>8} "
+        f"{num(r['node_cpu_s']):>5} {num(r['node_cpu_ms_per_result']):>6} "
+        f"{num(r.get('probe_ms')):>5} | {r['received']:>8} "
         f"{r['dropped']:>8} {r['bad_frames']:>6} | {' '.join(r['events'])}"
     )
 

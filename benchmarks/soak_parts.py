@@ -335,6 +335,20 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+_PROBE = np.random.default_rng(0).random(1_000_000, dtype=np.float32)
+
+
+def probe_ms() -> float:
+    """CPU milliseconds this thread needs for a fixed, single-threaded job (4 sorts of 1M floats): the
+    machine's own speed. Thread CPU time does not depend on the share of the cores the job gets, only
+    on how fast the CPU executes it, so it rises when a neighbour on the host or a lower clock slows
+    every process here, the node included, and stays put when the node merely did more work."""
+    start = time.thread_time()
+    for _ in range(4):
+        np.sort(_PROBE)
+    return (time.thread_time() - start) * 1e3
+
+
 def gpu_mb(pid: int) -> float | str:
     """GPU memory the driver reports for `pid` (MiB), or why there is no number."""
     if shutil.which("nvidia-smi") is None:
@@ -356,14 +370,16 @@ def gpu_mb(pid: int) -> float | str:
 
 
 class Monitor:
-    """Samples the node's RSS every second and its GPU memory every 5 s, in a thread of its own
-    (nvidia-smi takes a while; the cameras must not wait for it)."""
+    """Samples the node's RSS and CPU time every second, its GPU memory every 5 s and the machine's
+    speed (probe_ms) every 10 s, in a thread of its own (nvidia-smi takes a while; the cameras must
+    not wait for it)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.rss: list[tuple[float, float]] = []  # (monotonic s, MiB)
         self.cpu: list[tuple[float, float, float]] = []  # (monotonic s, node CPU s, this process's CPU s)
         self.gpu: list[tuple[float, float]] = []
+        self.probe: list[tuple[float, float]] = []  # (monotonic s, probe_ms)
         self.gpu_note = ""  # why there are no GPU samples
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -382,6 +398,8 @@ class Monitor:
                     self.gpu_note = ""
                 else:
                     self.gpu_note = value
+            if n % 10 == 0:
+                self.probe.append((now, probe_ms()))
             n += 1
             self._stop.wait(max(0.0, now + 1.0 - time.monotonic()))
 
