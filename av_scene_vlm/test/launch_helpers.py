@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.node import Node, NodeNameNonExistentError
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import header, image_msg
 from sensor_msgs.msg import Image
@@ -136,6 +136,40 @@ class CameraProbe:
                 return names
             time.sleep(0.2)
         return self.node_names()
+
+    def endpoints_left(self, names: set[str]) -> set[str]:
+        """Those of `names` the graph lists with an endpoint still there (publisher, subscription,
+        service or client): a node that is still alive, or whose process left without its participant's
+        goodbye and stays until the DDS lease ends (20 s).
+
+        Why not the names alone, after a process has ended: a long-lived observer's rmw graph cache can
+        take a late `ros_discovery_info` sample after it removed the participant and list the node's
+        name again, for good, with no endpoint. Seen under CPU load (1 in ~10 escalation tests with two
+        busy loops beside them, both Jazzy and in CI): names listed 25 s after a clean exit, every
+        endpoint gone, a new observer not listing them; `ros2 node list` through the daemon does the
+        same. Upstream rmw behaviour, not the node's: the name is no evidence of a node left behind."""
+        left = set()
+        for full in names & self.node_names():
+            namespace, _, name = full.rpartition("/")
+            by_node = (
+                self.node.get_publisher_names_and_types_by_node,
+                self.node.get_subscriber_names_and_types_by_node,
+                self.node.get_service_names_and_types_by_node,
+                self.node.get_client_names_and_types_by_node,
+            )
+            try:
+                if any(query(name, namespace or "/") for query in by_node):
+                    left.add(full)
+            except NodeNameNonExistentError:  # gone between the two questions
+                continue
+        return left
+
+    def wait_gone(self, names: set[str], timeout: float = 10.0) -> set[str]:
+        """Wait until none of `names` has an endpoint in the graph (`endpoints_left`); those left."""
+        deadline = time.monotonic() + timeout
+        while (left := self.endpoints_left(names)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
 
     def close(self) -> None:
         self._stop.set()
