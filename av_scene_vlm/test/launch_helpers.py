@@ -144,19 +144,19 @@ class CameraProbe:
 
         Why not the names alone, after a process has ended: a long-lived observer's rmw graph cache can
         take a late `ros_discovery_info` sample after it removed the participant and list the node's
-        name again, for good, with no endpoint. Seen under CPU load (1 in ~10 escalation tests with two
-        busy loops beside them, both Jazzy and in CI): names listed 25 s after a clean exit, every
+        name again, for good, with no endpoint. Seen once in CI (Jazzy) and in 4 of 52 escalation tests
+        on Jazzy with two busy loops beside them: names listed 25-70 s after a clean exit, every
         endpoint gone, a new observer not listing them; `ros2 node list` through the daemon does the
         same. Upstream rmw behaviour, not the node's: the name is no evidence of a node left behind."""
+        by_node = (
+            self.node.get_publisher_names_and_types_by_node,
+            self.node.get_subscriber_names_and_types_by_node,
+            self.node.get_service_names_and_types_by_node,
+            self.node.get_client_names_and_types_by_node,
+        )
         left = set()
         for full in names & self.node_names():
             namespace, _, name = full.rpartition("/")
-            by_node = (
-                self.node.get_publisher_names_and_types_by_node,
-                self.node.get_subscriber_names_and_types_by_node,
-                self.node.get_service_names_and_types_by_node,
-                self.node.get_client_names_and_types_by_node,
-            )
             try:
                 if any(query(name, namespace or "/") for query in by_node):
                     left.add(full)
