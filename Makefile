@@ -44,7 +44,7 @@ $(STAMPS)/deps: $(VENV)/constraints.txt requirements/ros-$(ROS_DISTRO).txt requi
 	$(PY) -m pip install -q -r requirements/ros-$(ROS_DISTRO).txt -r requirements/dev.txt -c $(VENV)/constraints.txt
 	touch $@
 
-$(STAMPS)/msgs: $(STAMPS)/deps scripts/build_msgs.sh av_scene_vlm_msgs/CMakeLists.txt av_scene_vlm_msgs/package.xml $(wildcard av_scene_vlm_msgs/msg/*.msg)
+$(STAMPS)/msgs: $(STAMPS)/deps scripts/build_msgs.sh av_scene_vlm_msgs/CMakeLists.txt av_scene_vlm_msgs/package.xml $(wildcard av_scene_vlm_msgs/msg/*.msg av_scene_vlm_msgs/action/*.action)
 	$(ACT) BUILD_DIR=$(CURDIR)/$(VENV)/build/av_scene_vlm_msgs scripts/build_msgs.sh
 	touch $@
 
