@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-summary", action="store_true", help="write no summary file")
     parser.add_argument(
+        "--events",
+        metavar="FILE",
+        help="scene events YAML (docs/SCENE_EVENTS.md, e.g. config/scene_events.yaml): SceneEvent messages "
+        "on <ns>/events and <ns>/active_events, intervals in the summary",
+    )
+    parser.add_argument(
         "--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)"
     )
     add_max_frame_pixels_arg(parser)
@@ -65,6 +71,22 @@ def default_summary(out_bag: str | Path) -> Path:
     """OUT_BAG.csv beside the bag directory (inside it, ros2 bag tools would see a stray file)."""
     out = Path(out_bag)
     return out.with_name(out.name + ".csv")
+
+
+def _events(path: str | None, tasks: list) -> tuple:
+    """The --events file's events, checked against the tasks before the model loads."""
+    from av_scene_vlm.core.events import EventError, check_events, read_events
+
+    if not path:
+        return ()
+    try:
+        events = read_events(events_file=path)
+        check_events(events, tasks)
+    except EventError as exc:
+        raise CliError(str(exc)) from None
+    if not events:
+        raise CliError(f"events file '{path}' defines no events")
+    return events
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     max_pixels = max_frame_pixels(args)
     tasks, templates = tasks_and_templates(args)
+    events = _events(args.events, tasks)
     engine = make_engine(args, tasks, templates)
     captioner = None
     if args.caption_every > 0:
@@ -102,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
             summary_path=summary,
             storage=args.storage,
             max_frame_pixels=max_pixels,
+            events=events,
         )
     except OutputError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
@@ -111,6 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"frames: {s.frames} ({per_topic}); bad frames: {s.bad_frames}; captions: {s.captions}")
     if s.skipped_topics:
         print(f"skipped (same camera as a processed topic): {', '.join(s.skipped_topics)}")
+    if events:
+        ended = sum(1 for e in s.events if e["end"] is not None)
+        print(f"events: {len(s.events)} started, {ended} ended ({len(s.events) - ended} open at the end)")
     print(f"time: {s.seconds:.2f} s, {s.fps:.1f} frames/s, model {s.model_id}")
     print(f"output: {s.output} ({s.storage}, {s.messages} messages copied + results)")
     if s.summary_path is not None:

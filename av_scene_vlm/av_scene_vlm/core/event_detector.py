@@ -46,6 +46,7 @@ class Transition:
     peak: float
     mean: float
     header: Any = None
+    start_header: Any = None  # the header of the START frame (its stamp is start_ns)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class EventDetector:
                 return None
             s.phase, s.start_ns, s.start_header = "open", ns, header
             self.started += 1
-            s.started = Transition(e.name, START, self.camera, ns, ns, 0.0, s.peak, s.mean, header)
+            s.started = Transition(e.name, START, self.camera, ns, ns, 0.0, s.peak, s.mean, header, header)
             return s.started
         s.add(p)
         if p >= e.off:
@@ -157,7 +158,16 @@ class EventDetector:
     def _end(self, name: str, ns: int, header: Any, cooldown: float = 0.0) -> Transition:
         s = self._states[name]
         t = Transition(
-            name, END, self.camera, ns, s.start_ns, (ns - s.start_ns) / 1e9, s.peak, s.mean, header
+            name,
+            END,
+            self.camera,
+            ns,
+            s.start_ns,
+            (ns - s.start_ns) / 1e9,
+            s.peak,
+            s.mean,
+            header,
+            s.start_header,
         )
         self._states[name] = _State(cooldown_until=ns + _ns(cooldown))
         self.ended += 1

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .engine import FrameResult
 
 Builder = Callable[..., Any]
-"""`make(name, **fields)`: a message of type `av_scene_vlm_msgs/msg/<name>` with these fields."""
+"""`make(name, /, **fields)`: a message of type `av_scene_vlm_msgs/msg/<name>` with these fields (`name`
+positional-only: SceneEvent has a field called name)."""
 
 
 def classification_array(
@@ -109,4 +110,27 @@ def caption(
         model_id=str(model_id),
         latency=float(latency),
         num_tokens=int(num_tokens),
+    )
+
+
+def scene_event(make: Builder, t: Any) -> Any:
+    """A SceneEvent from a detector transition (`core.event_detector.Transition`): its frame's header,
+    and the START frame's stamp as start_stamp."""
+    return make(
+        "SceneEvent",
+        header=t.header,
+        name=t.name,
+        transition=int(t.transition),
+        camera=t.camera,
+        start_stamp=t.start_header.stamp,
+        duration=float(t.duration),
+        peak_probability=float(t.peak),
+        mean_probability=float(t.mean),
+    )
+
+
+def scene_event_array(make: Builder, header: Any, camera: str, open_events: Sequence[Any]) -> Any:
+    """The latched list of a camera's open events (their STARTs, in the order they started)."""
+    return make(
+        "SceneEventArray", header=header, camera=camera, events=[scene_event(make, t) for t in open_events]
     )

@@ -20,6 +20,7 @@ from std_msgs.msg import Header
 
 from av_scene_vlm.core import result_messages as messages
 from av_scene_vlm.core.batch_limit import BatchLimit
+from av_scene_vlm.core.event_detector import EventBank, Transition, stamp_ns
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
 from av_scene_vlm.core.smoothing import EmaSmoother
 from av_scene_vlm.core.tasks import DEFAULT_TEMPLATES
@@ -37,7 +38,7 @@ from av_scene_vlm.ros.node_utils import (
 )
 from av_scene_vlm.ros.settings import ClipSettings
 from av_scene_vlm.ros.worker_node import LATCHED, Frame, WorkerNode
-from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, Similarity
+from av_scene_vlm_msgs.msg import ClassificationArray, LabelInfo, SceneEvent, SceneEventArray, Similarity
 
 if TYPE_CHECKING:
     from av_scene_vlm.core.engine import FrameResult, PendingBatch, ZeroShotEngine
@@ -76,6 +77,13 @@ PARAMETERS: dict[str, ParamSpec] = {
     "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
     "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
     "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
+    "events": (
+        "",
+        "Scene events as YAML: {name: {when: {task: label}, on, off, min_duration, min_gap, cooldown}} "
+        "(docs/SCENE_EVENTS.md).",
+        False,
+    ),
+    "events_file": ("", "YAML file with more scene events (same schema, or under 'events:').", False),
     "smoothing": (0.0, "EMA factor s in [0, 1): p = s*p_prev + (1-s)*p_new per camera and task.", False),
     "min_publish_period": (0.0, "Minimum seconds between results per camera (0 = every frame).", False),
     "publish_similarity": (True, "Publish scene/similarity.", False),
@@ -94,6 +102,8 @@ EXAMPLES = {
     "labels": ["car", "truck"],
     "tasks": "weather: [clear, rain]",
     "tasks_file": "/etc/vehicle/tasks.yaml",
+    "events": "wet: {when: {weather: rain}, on: 0.6, off: 0.4}",
+    "events_file": "/etc/vehicle/scene_events.yaml",
     "heatmap_task": "weather",
     "heatmap_label": "rain",
 }
@@ -107,7 +117,12 @@ class ClipNode(WorkerNode):
     PARAMETERS = PARAMETERS
     EXAMPLES = EXAMPLES
     SETTINGS = ClipSettings
-    OUTPUTS: ClassVar = {"classification": ClassificationArray, "similarity": Similarity, "heatmap": Image}
+    OUTPUTS: ClassVar = {
+        "classification": ClassificationArray,
+        "similarity": Similarity,
+        "heatmap": Image,
+        "events": SceneEvent,
+    }
     STATUS_NAME = "engine"
     WORKER_WHAT = "inference"
 
@@ -141,6 +156,12 @@ class ClipNode(WorkerNode):
             ns: self.publisher(LabelInfo, f"{ns.rstrip('/')}/labels", LATCHED)
             for ns in dict.fromkeys(c.namespace for c in self.cameras)
         }
+        # Scene events: on the raw probabilities of each frame, by frame stamp (docs/SCENE_EVENTS.md).
+        self.scene_events = EventBank(s.events)
+        self._active_pubs = {
+            c.topic: self.publisher(SceneEventArray, f"{c.namespace.rstrip('/')}/active_events", LATCHED)
+            for c in self.cameras
+        }
         self._engine_time = Percentiles()
         self._processed_rate = RateMeter()
         self._batches = 0
@@ -158,9 +179,15 @@ class ClipNode(WorkerNode):
 
     def _activate(self) -> None:
         self._publish_labels()
+        for cam in self.cameras:  # the latched list, empty until an event starts
+            self._publish_active(cam.topic, Header(stamp=self.get_clock().now().to_msg()))
 
     def _apply(self, old: ClipSettings, new: ClipSettings) -> None:
-        """New label sets: swapped into the engine at once, re-encoded by the worker."""
+        """New label sets: swapped into the engine at once, re-encoded by the worker. New events: the
+        open events of a removed definition end (published now, at the last frame seen)."""
+        if new.events != old.events and self.engine is not None:
+            for camera, ended in self.scene_events.redefine(new.events).items():
+                self._publish_transitions(camera, ended)
         if (new.tasks, new.templates) == (old.tasks, old.templates) or self.engine is None:
             return
         self.engine.set_tasks(new.tasks, new.templates)
@@ -194,6 +221,19 @@ class ClipNode(WorkerNode):
     def _run(self) -> None:
         pin_torch_threads(self._torch_threads)
         super()._run()
+
+    def _publish_transitions(self, camera: str, transitions: list[Transition]) -> None:
+        """SceneEvent messages, then the camera's new latched list of open events."""
+        if not transitions or self.state != "active":
+            return
+        pub = self._pubs[camera]["events"]
+        for t in transitions:
+            pub.publish(messages.scene_event(ros_message, t))
+        self._publish_active(camera, transitions[-1].header)
+
+    def _publish_active(self, camera: str, header: Header) -> None:
+        msg = messages.scene_event_array(ros_message, header, camera, self.scene_events.open_events(camera))
+        self._active_pubs[camera].publish(msg)
 
     def _due(self, cam: Camera, period: float, now: float) -> bool:
         """`min_publish_period`: a camera's frame is skipped until the period since its last result."""
@@ -262,6 +302,10 @@ class ClipNode(WorkerNode):
         cam, engine = frame.camera, self.engine
         pubs = self._pubs[cam.topic]
         smoothed = self.smoother.update(cam.topic, result.tasks, s.smoothing)
+        stamp = stamp_ns(frame.header.stamp.sec, frame.header.stamp.nanosec)
+        self._publish_transitions(
+            cam.topic, self.scene_events.update(cam.topic, stamp, result.tasks, frame.header)
+        )
         pubs["classification"].publish(
             messages.classification_array(ros_message, frame.header, result, engine.model_id, smoothed)
         )
@@ -321,7 +365,11 @@ class ClipNode(WorkerNode):
         )
 
     def _camera_values(self, cam: Camera) -> dict[str, object]:
+        started, ended = self.scene_events.counts(cam.topic)
         return {
+            "events_started": started,
+            "events_ended": ended,
+            "events_open": ",".join(t.name for t in self.scene_events.open_events(cam.topic)),
             "slot_wait_p50_ms": f"{cam.slot_wait.get(0.5) * 1e3:.2f}",
             "node_overhead_p50_ms": f"{cam.overhead.get(0.5) * 1e3:.2f}",
             "node_overhead_p95_ms": f"{cam.overhead.get(0.95) * 1e3:.2f}",

@@ -94,7 +94,7 @@ def bgr_to_image(bgr: np.ndarray, header: Header) -> Image:
 _TYPECODES = {np.dtype(np.float64): "d", np.dtype(np.float32): "f", np.dtype(np.uint32): "I"}
 
 
-def ros_message(name: str, **fields: Any) -> Any:
+def ros_message(name: str, /, **fields: Any) -> Any:
     """The builder of `core.result_messages` for rclpy: `av_scene_vlm_msgs/msg/<name>`, numpy arrays
     handed over as the `array.array` rclpy stores such fields in (no per-element Python objects)."""
     for key, value in fields.items():

@@ -72,7 +72,7 @@ def _quoted(assignment: str, specs: Mapping[str, ParamSpec]) -> str:
 
 
 # Text parameters whose text is YAML: a map written under them in a params file is that YAML.
-YAML_TEXT_PARAMETERS = ("tasks",)
+YAML_TEXT_PARAMETERS = ("tasks", "events")
 
 
 def params_files_with_yaml_text(

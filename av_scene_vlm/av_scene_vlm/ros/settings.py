@@ -19,11 +19,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from av_scene_vlm.core.engine_options import CaptionerOptions, EngineOptions
+from av_scene_vlm.core.events import EventDef, check_events, read_events
 from av_scene_vlm.core.tasks import Task, TaskError, read_tasks, validate_templates
 from av_scene_vlm.ros.camera_input import Camera, check_input_qos, plan_cameras
 from av_scene_vlm.ros.node_utils import clean_list
 
 TASK_PARAMS = frozenset({"labels", "tasks", "tasks_file", "template"})
+EVENT_PARAMS = frozenset({"events", "events_file"})
 EMBEDDING_SOURCES = ("similarity_topic", "compute")
 # caption_period -1 (auto): on a CPU the 3B captioner needs many seconds of every core per caption, and
 # the classifier keeps >= 90 % of its frames only with a caption every ~30 s (docs/PERFORMANCE.md).
@@ -80,6 +82,7 @@ class ClipSettings:
     engine: EngineOptions
     tasks: tuple[Task, ...]
     templates: tuple[str, ...]
+    events: tuple[EventDef, ...]
     max_batch: int
     smoothing: float
     min_publish_period: float
@@ -97,7 +100,8 @@ class ClipSettings:
         cls, values: Mapping[str, Any], previous: ClipSettings | None = None, changed: Set[str] = frozenset()
     ) -> ClipSettings:
         """Settings from parameter values; `previous` keeps its label sets unless a task parameter
-        `changed` (a tasks_file is read once, not at every parameter change)."""
+        `changed`, and its events unless an event parameter did (a tasks_file or events_file is read
+        once, not at every parameter change); events must name existing tasks and labels."""
         inputs = InputSettings.parse(values)
         if previous is not None and not (changed & TASK_PARAMS):
             tasks, templates = previous.tasks, previous.templates
@@ -108,12 +112,18 @@ class ClipSettings:
             if not found.tasks:
                 raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file'")
             tasks, templates = found.tasks, validate_templates(clean_list(values["template"]))
+        if previous is not None and not (changed & EVENT_PARAMS):
+            events = previous.events
+        else:
+            events = read_events(events_file=values["events_file"], events=values["events"])
+        check_events(events, tasks)  # also when the tasks change under unchanged events
         settings = cls(
             inputs=inputs,
             engine=EngineOptions.from_values(values),
             tasks=tasks,
             templates=templates,
-            **_direct(cls, values, skip={"inputs", "engine", "tasks", "templates"}),
+            events=events,
+            **_direct(cls, values, skip={"inputs", "engine", "tasks", "templates", "events"}),
         )
         settings._check()
         return settings

@@ -21,11 +21,12 @@ from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, check_max_
 from ..progress import progress_bar
 from .captions import CaptionSchedule
 from .errors import BagError, OutputError, check_positive, reason
+from .events import BagEvents
 from .prefetch import prefetch
 from .reading import Decoded, decode, group_by_namespace, image_connections, messages, opened, storage_of
 from .summary import frame_row, summary_format, write_summary
 from .typestore import BAG_VERSION, LABEL_INFO, LABELS_LEAF, LEAVES, STORAGES, bag_typestore
-from .writing import ResultWriter, Staging, abort, copy_connections, place
+from .writing import ResultWriter, Staging, abort, copy_connections, publish_output
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
     from ..engine import FrameResult, ZeroShotEngine
+    from ..events import EventDef
 
 
 @dataclass
@@ -54,6 +56,7 @@ class BagSummary:
     fps: float
     summary_path: Path | None = None
     model_id: str = ""
+    events: list[dict] = field(default_factory=list)  # event intervals (end None: open at the bag's end)
 
 
 @dataclass(eq=False)
@@ -84,6 +87,7 @@ class _Counts:
     captions: int = 0
     copied: int = 0
     rows: list[dict] = field(default_factory=list)
+    events: BagEvents | None = None
 
 
 def process_bag(
@@ -100,6 +104,7 @@ def process_bag(
     storage: str | None = None,
     msg_dir: str | Path | None = None,
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    events: Sequence[EventDef] = (),
 ) -> BagSummary:
     """Classify every frame of `in_bag` and write `out_bag` = all input messages + results.
 
@@ -109,8 +114,9 @@ def process_bag(
     with `.caption(rgb)` returning `.text/.prompt/.num_tokens/.latency/.model_id`), each camera
     gets a caption every `caption_every` seconds of bag time (<= 0: every frame). `storage` is
     "sqlite3" or "mcap" (default: the input's). Frames of more than `max_frame_pixels` pixels
-    (fields or compressed header) are bad frames, refused before they are decoded. Raises BagError
-    (OutputError when the output cannot be written); never leaves partial output.
+    (fields or compressed header) are bad frames, refused before they are decoded. `events`: scene
+    events detected per camera (`<ns>/events`, `<ns>/active_events`, intervals in the summary).
+    Raises BagError (OutputError when the output cannot be written); never leaves partial output.
     """
     t0 = time.perf_counter()
     in_path, out_path = Path(in_bag), Path(out_bag)
@@ -132,6 +138,7 @@ def process_bag(
     if summary is not None and summary.exists():
         raise BagError(f"summary file '{summary}' exists already; remove it or choose another name")
     store = bag_typestore(msg_dir)
+    counts = _Counts(events=BagEvents(events, engine.tasks) if events else None)
 
     with opened(in_path) as reader:
         chosen, skipped = group_by_namespace(image_connections(reader, in_path, topics), bool(topics))
@@ -141,7 +148,7 @@ def process_bag(
         tmp = staging.dir
         assert tmp is not None
         try:
-            counts, cameras = _process(
+            cameras = _process(
                 reader,
                 in_path,
                 tmp / out_path.name,
@@ -154,15 +161,18 @@ def process_bag(
                 caption_every=caption_every,
                 progress=progress,
                 max_frame_pixels=max_frame_pixels,
+                counts=counts,
             )
             if summary is not None and summary_fmt is not None:
                 meta = {"input": str(in_path), "output": str(out_path), "model_id": engine.model_id}
+                if counts.events is not None:
+                    meta["events"] = counts.events.intervals
                 tasks = [t.name for t in engine.tasks]
                 try:
                     write_summary(tmp / "summary", summary_fmt, counts.rows, tasks, meta)
                 except OSError as exc:
                     raise OutputError(f"cannot write summary '{summary}': {exc}") from None
-            _publish(tmp, out_path, summary)
+            publish_output(tmp, out_path, summary)
         except BaseException:
             staging.discard()
             raise
@@ -185,6 +195,7 @@ def process_bag(
         fps=counts.frames / seconds if seconds else 0.0,
         summary_path=summary,
         model_id=engine.model_id,
+        events=counts.events.intervals if counts.events is not None else [],
     )
 
 
@@ -198,24 +209,6 @@ def _check_unprocessed(reader: Reader, chosen: dict[str, list[Connection]]) -> N
                     f"input bag already has '{ns}/{leaf}' (already processed?); "
                     "choose other --topics or process the original bag"
                 )
-
-
-def _publish(tmp: Path, out_path: Path, summary: Path | None) -> None:
-    """Move the finished bag (and summary) from the staging directory into place: the summary
-    first, so that a bag in place always has its summary (a killed run leaves at most a summary,
-    which the next run refuses to overwrite)."""
-    if summary is not None:
-        try:
-            summary.parent.mkdir(parents=True, exist_ok=True)
-            place(tmp / "summary", summary)
-        except OSError as exc:
-            raise OutputError(f"cannot write summary '{summary}': {exc}") from None
-    try:
-        place(tmp / out_path.name, out_path)
-    except OSError as exc:
-        if summary is not None:
-            summary.unlink(missing_ok=True)
-        raise OutputError(f"cannot move the output into place at '{out_path}': {exc}") from None
 
 
 def _process(
@@ -232,19 +225,19 @@ def _process(
     caption_every: float,
     progress: bool,
     max_frame_pixels: int,
-) -> tuple[_Counts, list[_Camera]]:
-    """Run the stages; returns the counts and the cameras (with their per-topic counts)."""
+    counts: _Counts,
+) -> list[_Camera]:
+    """Run the stages, counting in `counts`; returns the cameras (with their per-topic counts)."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     cameras = _plan_cameras(chosen)
     schedule = CaptionSchedule(caption_every) if captioner is not None else None
-    counts = _Counts()
     writer = Writer(bag_path, version=BAG_VERSION, storage_plugin=StoragePlugin[fmt.upper()])
     try:
         writer.open()
         out = ResultWriter(writer, store, engine)
         conn_map = copy_connections(reader, writer, store)
-        _add_result_topics(out, cameras, captioner is not None)
+        _add_result_topics(out, cameras, captioner is not None, counts.events)
         total = sum(c.msgcount for c in reader.connections if c.id in cameras)
         read = _read(reader, in_path, store, conn_map, cameras, max_frame_pixels)
         records = prefetch(read, depth=2 * batch_size + 8)
@@ -262,7 +255,7 @@ def _process(
     except BaseException:
         abort(writer)
         raise
-    return counts, list(dict.fromkeys(cameras.values()))
+    return list(dict.fromkeys(cameras.values()))
 
 
 def _plan_cameras(chosen: dict[str, list[Connection]]) -> dict[int, _Camera]:
@@ -275,9 +268,13 @@ def _plan_cameras(chosen: dict[str, list[Connection]]) -> dict[int, _Camera]:
     return cameras
 
 
-def _add_result_topics(out: ResultWriter, cameras: dict[int, _Camera], captions: bool) -> None:
+def _add_result_topics(
+    out: ResultWriter, cameras: dict[int, _Camera], captions: bool, events: BagEvents | None
+) -> None:
     """The live node's result topics under each camera's namespace (labels latched)."""
     for cam in dict.fromkeys(cameras.values()):
+        if events is not None:
+            events.add_topics(out, cam.topic, cam.namespace)
         for leaf, msgtype in LEAVES.items():
             if leaf == "caption" and not captions:
                 continue
@@ -379,6 +376,8 @@ def _write_results(out: ResultWriter, r: _Record, captioner: Any, counts: _Count
     out.write(cam.out["classification"], r.timestamp, out.classification(frame.header, res))
     out.write(cam.out["similarity"], r.timestamp, out.similarity(frame.header, res))
     row = frame_row(cam.topic, frame, r.timestamp, res)
+    if counts.events is not None:
+        row["events"] = counts.events.frame(out, cam.topic, r.timestamp, frame, res)
     if r.caption and captioner is not None:
         cap = captioner.caption(frame.rgb)
         out.write(cam.out["caption"], r.timestamp, out.caption(frame.header, cap))

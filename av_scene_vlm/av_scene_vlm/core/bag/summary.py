@@ -51,6 +51,9 @@ def write_summary(path: Path, fmt: str, rows: list[dict], tasks: list[str], meta
         cols = ["topic", "sec", "nanosec", "frame_id", "bag_time_ns"]
         cols += [c for t in tasks for c in (f"{t}.label", f"{t}.probability")]
         cols.append("caption")
+        with_events = any("events" in r for r in rows)
+        if with_events:  # the events open at each frame (the intervals are in the JSON summary)
+            cols.append("events")
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(cols)
         for r in rows:
@@ -58,6 +61,8 @@ def write_summary(path: Path, fmt: str, rows: list[dict], tasks: list[str], meta
             for t in tasks:
                 row += [r["tasks"][t]["label"], f"{r['tasks'][t]['probability']:.6f}"]
             row.append(r.get("caption", ""))
+            if with_events:
+                row.append(r.get("events", ""))
             w.writerow(row)
         text = buf.getvalue()
     path.write_text(text, encoding="utf-8")

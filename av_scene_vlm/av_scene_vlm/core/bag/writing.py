@@ -115,7 +115,7 @@ class ResultWriter:
         self.engine = engine
         self.types = store.types
 
-    def make(self, name: str, **fields: Any) -> Any:
+    def make(self, name: str, /, **fields: Any) -> Any:
         """The builder of `core.result_messages`: a message of our package from this typestore."""
         return self.types[f"{MSG_PACKAGE}/msg/{name}"](**fields)
 
@@ -230,3 +230,21 @@ def place(src: Path, dst: Path) -> None:
     finally:
         with suppress(OSError):
             tmp.unlink()
+
+
+def publish_output(tmp: Path, out_path: Path, summary: Path | None) -> None:
+    """Move the finished bag (and summary) from the staging directory into place: the summary
+    first, so that a bag in place always has its summary (a killed run leaves at most a summary,
+    which the next run refuses to overwrite)."""
+    if summary is not None:
+        try:
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            place(tmp / "summary", summary)
+        except OSError as exc:
+            raise OutputError(f"cannot write summary '{summary}': {exc}") from None
+    try:
+        place(tmp / out_path.name, out_path)
+    except OSError as exc:
+        if summary is not None:
+            summary.unlink(missing_ok=True)
+        raise OutputError(f"cannot move the output into place at '{out_path}': {exc}") from None
