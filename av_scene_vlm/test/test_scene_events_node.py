@@ -7,6 +7,7 @@ gives the same intervals."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,19 @@ def intervals(events: list) -> list[tuple]:
     return out
 
 
+@pytest.fixture(scope="module")
+def drive_bag(tmp_path_factory, drive_and_events) -> Path:
+    """The drive as a bag (raw Image, the frames' stamps as record times) beside events.yaml and
+    tasks.yaml."""
+    frames, events_yaml = drive_and_events
+    root = tmp_path_factory.mktemp("events")
+    (root / "events.yaml").write_text(events_yaml)
+    (root / "tasks.yaml").write_text(TASKS)
+    return _write_bag(root / "bags" / "drive", frames)
+
+
 def test_drive_gives_start_end_pairs_live_and_from_the_bag(
-    ros, tiny_clip, drive_and_events, tmp_path, run_cli
+    ros, tiny_clip, drive_and_events, drive_bag, tmp_path, run_cli
 ) -> None:
     frames, events_yaml = drive_and_events
     ctx, spinner = ros
@@ -179,12 +191,10 @@ def test_drive_gives_start_end_pairs_live_and_from_the_bag(
     assert wait_for(lambda: probe.messages(f"{NS}/active_events")[-1].events == [])
 
     # Offline: the same drive in a bag through `av-scene-vlm bag --events` gives the same intervals.
-    bag, out = _write_bag(tmp_path / "drive", frames), tmp_path / "out"
-    events_file = tmp_path / "events.yaml"
-    events_file.write_text(events_yaml)
-    (tmp_path / "tasks.yaml").write_text(TASKS)
+    bag, out, root = drive_bag, tmp_path / "out", drive_bag.parents[1]
+    events_file = root / "events.yaml"
     summary = tmp_path / "out.json"
-    args = ["bag", str(bag), str(out), "--model", str(tiny_clip), "--config", str(tmp_path / "tasks.yaml")]
+    args = ["bag", str(bag), str(out), "--model", str(tiny_clip), "--config", str(root / "tasks.yaml")]
     res = run_cli(*args, "--events", str(events_file), "--summary", str(summary), "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "events: 2 started, 2 ended" in res.stdout
@@ -220,3 +230,56 @@ def _write_bag(path: Path, frames: list[np.ndarray]) -> Path:
         writer.write(conn, sec * 1_000_000_000 + nanosec, store.serialize_cdr(msg, IMAGE))
     writer.close()
     return path
+
+
+def test_fleet_index_stores_the_intervals_and_search_finds_frames_inside(
+    tiny_clip, drive_and_events, drive_bag, tmp_path, run_cli
+) -> None:
+    from av_scene_vlm.core.fleet import FleetError, FleetIndex, search_index
+
+    frames, _ = drive_and_events
+    root, db = drive_bag.parents[1], tmp_path / "db"
+    res = run_cli(
+        "index", str(root / "bags"), "--db", str(db), "--model", str(tiny_clip),
+        "--config", str(root / "tasks.yaml"), "--events", str(root / "events.yaml"), "--no-progress",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    index = FleetIndex.open(str(db))
+    intervals = index.db.open_table("events").to_arrow().to_pylist()
+    ns = [stamp(i)[0] * 1_000_000_000 + stamp(i)[1] for i in range(len(frames))]
+    assert [
+        (r["name"], r["topic"], r["start"], r["end"], r["duration"], r["open_at_end"]) for r in intervals
+    ] == [
+        ("wet", CAMERA, ns[10], ns[18], 2.0, False),
+        ("wet", CAMERA, ns[33], ns[47], 3.5, False),
+    ]
+    inside = {ns[i] for i in [*range(10, 19), *range(33, 48)]}
+
+    # Alone: every frame inside, in time order (the command: JSON lines).
+    res = run_cli("search", "--db", str(db), "--event", "wet", "--top-k", "100", "--json")
+    assert res.returncode == 0, res.stderr
+    listed = [json.loads(line)["stamp"] for line in res.stdout.splitlines()]
+    assert listed == sorted(inside)
+    # With text, --where and --image: only frames inside, ranked by the query.
+    from av_scene_vlm.core.engine import ZeroShotEngine
+
+    engine = ZeroShotEngine(str(tiny_clip), tasks=parse_tasks_yaml(TASKS))
+    text = engine.encode_texts(["rain at night"])[0]
+    ranked = search_index(index, text, top_k=100, event="wet")
+    assert {h.stamp for h in ranked} == inside and len(ranked) == len(inside)
+    assert all(round(a.score, 6) >= round(b.score, 6) for a, b in pairwise(ranked))
+    late = search_index(index, text, top_k=100, event="wet", where=f"stamp > {ns[30]}")
+    assert {h.stamp for h in late} == {n for n in inside if n > ns[30]}
+    image = engine.classify([frames[0]])[0].image_embedding
+    by_image = search_index(index, image, top_k=3, event="wet")
+    assert len(by_image) == 3 and {h.stamp for h in by_image} <= inside
+    with pytest.raises(FleetError, match="has no event 'snow'"):
+        search_index(index, None, event="snow")
+    # Another run with other events is refused: bags indexed before would lack its intervals.
+    other = tmp_path / "other.yaml"
+    other.write_text("dry: {when: {weather: clear}}\n")
+    res = run_cli(
+        "index", str(root / "bags"), "--db", str(db), "--model", str(tiny_clip),
+        "--config", str(root / "tasks.yaml"), "--events", str(other), "--no-progress",
+    )  # fmt: skip
+    assert res.returncode == 2 and "Use the same --events" in res.stderr

@@ -16,9 +16,11 @@ from av_scene_vlm.cli.common import (
     EXIT_FAILED,
     CliError,
     add_clip_args,
+    add_events_arg,
     add_max_frame_pixels_arg,
     add_task_arguments,
     config_templates,  # noqa: F401 - the benchmarks read a config's templates through this module
+    events_file,
     make_captioner,
     make_engine,
     max_frame_pixels,
@@ -53,11 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-frame summary, .csv or .json (default: OUT_BAG.csv next to the output bag)",
     )
     parser.add_argument("--no-summary", action="store_true", help="write no summary file")
-    parser.add_argument(
-        "--events",
-        metavar="FILE",
-        help="scene events YAML (docs/SCENE_EVENTS.md, e.g. config/scene_events.yaml): SceneEvent messages "
-        "on <ns>/events and <ns>/active_events, intervals in the summary",
+    add_events_arg(
+        parser, "SceneEvent messages on <ns>/events and <ns>/active_events, intervals in the summary"
     )
     parser.add_argument(
         "--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)"
@@ -71,22 +70,6 @@ def default_summary(out_bag: str | Path) -> Path:
     """OUT_BAG.csv beside the bag directory (inside it, ros2 bag tools would see a stray file)."""
     out = Path(out_bag)
     return out.with_name(out.name + ".csv")
-
-
-def _events(path: str | None, tasks: list) -> tuple:
-    """The --events file's events, checked against the tasks before the model loads."""
-    from av_scene_vlm.core.events import EventError, check_events, read_events
-
-    if not path:
-        return ()
-    try:
-        events = read_events(events_file=path)
-        check_events(events, tasks)
-    except EventError as exc:
-        raise CliError(str(exc)) from None
-    if not events:
-        raise CliError(f"events file '{path}' defines no events")
-    return events
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     max_pixels = max_frame_pixels(args)
     tasks, templates = tasks_and_templates(args)
-    events = _events(args.events, tasks)
+    events = events_file(args.events, tasks)
     engine = make_engine(args, tasks, templates)
     captioner = None
     if args.caption_every > 0:

@@ -241,3 +241,28 @@ def tasks_and_templates(
         raise CliError(f"no tasks in '{config}'; give --labels or a config with tasks")
     templates = getattr(args, "template", None) or (list(found.templates) if found.templates else None)
     return list(found.tasks), templates
+
+
+def add_events_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """--events FILE (read by `events_file`)."""
+    parser.add_argument(
+        "--events",
+        metavar="FILE",
+        help=f"scene events YAML (docs/SCENE_EVENTS.md, e.g. config/scene_events.yaml): {what}",
+    )
+
+
+def events_file(path: str | None, tasks: list) -> tuple:
+    """The --events file's events, checked against the tasks before the model loads."""
+    from av_scene_vlm.core.events import EventError, check_events, read_events
+
+    if not path:
+        return ()
+    try:
+        events = read_events(events_file=path)
+        check_events(events, tasks)
+    except EventError as exc:
+        raise CliError(str(exc)) from None
+    if not events:
+        raise CliError(f"events file '{path}' defines no events")
+    return events

@@ -16,9 +16,11 @@ from av_scene_vlm.cli.common import (
     EXIT_FAILED,
     CliError,
     add_clip_args,
+    add_events_arg,
     add_max_frame_pixels_arg,
     add_task_arguments,
     engine_options,
+    events_file,
     max_frame_pixels,
     quiet_hub,
     run_guarded,
@@ -61,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actors", type=int, default=1, help="with --ray and no GPUs: model actors (default: 1)"
     )
+    add_events_arg(parser, "each bag's event intervals, for `search --db DB --event NAME`")
     add_max_frame_pixels_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_clip_args(parser)
@@ -93,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     if not bags:
         raise CliError(f"no bags (.mcap, .db3 or directories with metadata.yaml) under {' '.join(args.bags)}")
     tasks, templates = tasks_and_templates(args)
+    events = events_file(args.events, tasks)
     quiet_hub()
     captions = args.caption_every is not None
     try:
@@ -119,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             ray=ray,
             max_frame_pixels=max_pixels,
+            events=events,
         )
     except StorageError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None

@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="filter on the frames' columns (topic, stamp, frame_id, bag_time, caption, <task>, "
         "<task>_prob), e.g. \"road_user = 'pedestrian'\"; a bag has task columns once processed",
     )
+    parser.add_argument(
+        "--event",
+        metavar="NAME",
+        help="only frames inside this scene event's intervals (an index built with `index --events`); "
+        "alone it lists them in time order",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per match, best first")
     parser.add_argument(
         "--exact",
@@ -93,8 +99,12 @@ def _query(args: argparse.Namespace) -> tuple[str | None, np.ndarray | None]:
         if not Path(args.bag).exists():
             raise CliError(f"bag '{args.bag}' does not exist")
         query = args.query
-    if (query is None) == (args.image is None):
+    if args.event is not None and not args.db:
+        raise CliError("--event searches a fleet index: give --db DB (built with `index --events`)")
+    if query is not None and args.image is not None:
         raise CliError("give either a QUERY or --image IMG")
+    if query is None and args.image is None and args.event is None:
+        raise CliError("give either a QUERY or --image IMG (or --event NAME with --db)")
     if query is not None and not query.strip():
         raise CliError("the search query is empty")
     if args.top_k < 1 or args.batch_size < 1:

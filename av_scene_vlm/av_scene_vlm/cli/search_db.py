@@ -37,8 +37,8 @@ def format_hits(hits) -> list[str]:
 
 
 def run_db(args: argparse.Namespace, query: str | None, image: np.ndarray | None) -> int:
-    """Search the index at --db by QUERY (text) or --image (checked by the caller); print a table or
-    JSON lines."""
+    """Search the index at --db by QUERY (text) or --image (checked by the caller), within --event's
+    intervals when given (alone: no model is loaded); print a table or JSON lines."""
     from av_scene_vlm.core.fleet import FleetError, FleetIndex, model_key, search_index
 
     if args.no_embeddings:
@@ -58,9 +58,11 @@ def run_db(args: argparse.Namespace, query: str | None, image: np.ndarray | None
             "compare embeddings of two models. Leave out --model"
         )
     args.model = recorded
-    vector = query_vector(make_engine(args), query, image)
+    vector = None if query is None and image is None else query_vector(make_engine(args), query, image)
     try:
-        hits = search_index(index, vector, top_k=args.top_k, where=where, exact=True if args.exact else None)
+        hits = search_index(
+            index, vector, top_k=args.top_k, where=where, exact=True if args.exact else None, event=args.event
+        )
     except FleetError as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -189,3 +189,24 @@ def check_events(events: Sequence[EventDef], tasks: Sequence[Task]) -> None:
                     f"event {event.name!r}: task {leaf.task!r} has no label(s) {missing} "
                     f"(labels: {task.label_names})"
                 )
+
+
+def _condition_data(cond: Condition) -> dict:
+    if isinstance(cond, Leaf):
+        return {cond.task: list(cond.labels) if len(cond.labels) > 1 else cond.labels[0]}
+    return {cond.op: [_condition_data(p) for p in cond.parts]}
+
+
+def events_yaml(events: Sequence[EventDef]) -> str:
+    """Events as canonical YAML text ("" for none), which `parse_events_yaml` reads back equal: how an
+    index records the events it was built with and compares them with a later run's."""
+    if not events:
+        return ""
+    data = {
+        e.name: {
+            "when": _condition_data(e.when),
+            **{k: getattr(e, k) for k in ("on", "off", "min_duration", "min_gap", "cooldown")},
+        }
+        for e in events
+    }
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=10**6)

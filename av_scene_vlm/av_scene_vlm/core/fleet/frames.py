@@ -118,8 +118,9 @@ def _empty() -> dict[str, list]:
 def embed_batch(engine: Any, captioner: Any | None, batch: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: one engine call for the batch; returns the index rows as columns (no pixels).
 
-    Adds `vector` (N×D float32, L2-normalised), per task `<task>` (top label) and `<task>_prob`,
-    and `caption` (text for frames due for one when a captioner is given, else None).
+    Adds `vector` (N×D float32, L2-normalised), `probs` (N×labels, every task's probabilities, for
+    scene events), per task `<task>` (top label) and `<task>_prob`, and `caption` (text for frames
+    due for one when a captioner is given, else None).
     """
     return _columns(engine, captioner, batch, engine.classify(list(batch["rgb"])))
 
@@ -141,6 +142,10 @@ def _columns(engine: Any, captioner: Any | None, batch: dict[str, Any], results:
     rgb = list(batch["rgb"])
     out: dict[str, Any] = {key: list(batch[key]) for key in KEYS}
     out["vector"] = np.stack([np.asarray(r.image_embedding, np.float32) for r in results])
+    # Every label's probability (tasks in order): scene events are detected from them, not stored.
+    out["probs"] = np.stack([np.concatenate([t.probabilities for t in r.tasks]) for r in results]).astype(
+        np.float32
+    )
     for task in engine.tasks:
         tops = [r.task(task.name) for r in results]
         out[task.name] = [t.label for t in tops]

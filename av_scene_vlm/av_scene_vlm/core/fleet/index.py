@@ -18,6 +18,7 @@ from typing import Any
 
 from ..bag.errors import BagError, reason
 from ..bag.prefetch import prefetch
+from ..events import EventDef, EventError, check_events, events_yaml
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, check_max_pixels
 from ..progress import progress_bar
 from .bookkeeping import BagTask, IndexSummary, fail, skip_if_done
@@ -60,13 +61,14 @@ def embedding_dim(spec: EngineSpec, engine: Any | None = None) -> int:
     return int(dim)
 
 
-def index_info(spec: EngineSpec, dim: int) -> IndexInfo:
-    """The index metadata of a run of `spec`."""
+def index_info(spec: EngineSpec, dim: int, events: Sequence[EventDef] = ()) -> IndexInfo:
+    """The index metadata of a run of `spec` (and its scene events)."""
     return IndexInfo(
         model_id=spec.model,
         dim=dim,
         tasks={t.name: t.label_names for t in spec.tasks},
         templates=list(spec.templates),
+        events=events_yaml(events),
     )
 
 
@@ -88,6 +90,7 @@ def index_bags(
     ray: RayOptions | None = None,
     storage_options: dict | None = None,
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    events: Sequence[EventDef] = (),
 ) -> IndexSummary:
     """Index every image frame of the bags under `paths` into the LanceDB index at `db`.
 
@@ -98,6 +101,7 @@ def index_bags(
     `max_frame_pixels` pixels are bad frames, refused before decoding. Raises FleetError (index
     problems; StorageError when the index cannot be written: the run stops, the bag being indexed
     leaves no rows searches see) and ModelLoadError; bag problems are reported in `failed`.
+    `events`: scene events whose intervals each bag records (`core.fleet.events`; `search --event`).
     """
     t0 = time.perf_counter()
     try:
@@ -106,6 +110,10 @@ def index_bags(
         raise FleetError(str(exc).replace("max_pixels", "max_frame_pixels")) from None
     if not spec.tasks:
         raise FleetError("no tasks: give labels or a tasks config (their top labels become columns)")
+    try:
+        check_events(events, spec.tasks)
+    except EventError as exc:
+        raise FleetError(str(exc)) from None
     bags = find_bags(paths)
     if engine is None and ray is None:
         engine = spec.build()
@@ -113,7 +121,7 @@ def index_bags(
         captioner = spec.build_captioner()
     store = FleetIndex.open_or_create(
         str(db),
-        index_info(spec, embedding_dim(spec, engine)),
+        index_info(spec, embedding_dim(spec, engine), events),
         storage_options=storage_options,
         commit_rows=commit_rows,
     )

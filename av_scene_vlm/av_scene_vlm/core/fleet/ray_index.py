@@ -137,7 +137,8 @@ class EmbedActor:
             k: [v for v, e in zip(batch[k], end, strict=True) if not e] for k in (*KEYS, "rgb", "caption")
         }
         out = embed_batch(self.engine, self.captioner, frames) if frames["rgb"] else None
-        rows: dict[str, list] = {k: [] for k in (*KEYS, "vector", "caption", *END_COLUMNS)}
+        rows: dict[str, list] = {k: [] for k in (*KEYS, "vector", "probs", "caption", *END_COLUMNS)}
+        n_labels = sum(len(t.labels) for t in self.engine.tasks)
         for t in self.engine.tasks:
             rows[t.name], rows[f"{t.name}_prob"] = [], []
         k = 0
@@ -148,18 +149,21 @@ class EmbedActor:
                 rows[key].append(batch[key][i])
             if is_end:
                 rows["vector"].append(np.zeros(self.dim, np.float32))
+                rows["probs"].append(np.zeros(n_labels, np.float32))
                 rows["caption"].append(None)
                 for t in self.engine.tasks:
                     rows[t.name].append("")
                     rows[f"{t.name}_prob"].append(0.0)
                 continue
             rows["vector"].append(out["vector"][k])  # type: ignore[index]
+            rows["probs"].append(out["probs"][k])  # type: ignore[index]
             rows["caption"].append(out["caption"][k])  # type: ignore[index]
             for t in self.engine.tasks:
                 rows[t.name].append(out[t.name][k])  # type: ignore[index]
                 rows[f"{t.name}_prob"].append(float(out[f"{t.name}_prob"][k]))  # type: ignore[index]
             k += 1
         rows["vector"] = np.stack(rows["vector"]) if rows["vector"] else np.zeros((0, self.dim), np.float32)
+        rows["probs"] = np.stack(rows["probs"]) if rows["probs"] else np.zeros((0, n_labels), np.float32)
         return rows
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FleetError
+from .events import event_where
 from .store import FleetIndex
 
 NPROBES = 32  # IVF partitions searched (of rows / 4096: 244 at 1M rows)
@@ -51,7 +52,7 @@ class Hit:
 
 def search_index(
     index: FleetIndex,
-    vector: np.ndarray,
+    vector: np.ndarray | None,
     *,
     top_k: int = 10,
     where: str | None = None,
@@ -59,14 +60,22 @@ def search_index(
     nprobes: int = NPROBES,
     refine_factor: int = REFINE_FACTOR,
     thumbnails: bool = True,
+    event: str | None = None,
 ) -> list[Hit]:
-    """The `top_k` frames nearest to `vector` (cosine), best first, among rows matching `where`.
+    """The `top_k` frames nearest to `vector` (cosine), best first, among rows matching `where` and,
+    with `event`, inside that scene event's intervals (`core.fleet.events`). Without a `vector`: the
+    first `top_k` matching frames in record-time order (score 0); that needs `where` or `event`.
 
     `exact`: None = ANN when the index has one, True = always scan, False = require the ANN index.
     Rows of a bag not completely indexed (a run in progress, or one that died) are never returned.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise FleetError(f"top_k must be a positive integer, got {top_k!r}")
+    if event is not None:
+        inside = event_where(index, event)
+        where = f"({where}) AND {inside}" if where else inside
+    if vector is None:
+        return _listed(index, top_k, where, thumbnails)
     q = np.asarray(vector, np.float32).ravel()
     if q.shape[0] != index.info.dim:
         raise FleetError(f"query embedding of size {q.shape[0]} for an index of size {index.info.dim}")
@@ -93,6 +102,35 @@ def search_index(
     return _hits(table.to_pylist(), list(index.info.tasks))
 
 
+def _listed(index: FleetIndex, top_k: int, where: str | None, thumbnails: bool) -> list[Hit]:
+    """Every frame matching `where` (of complete bags), earliest first, the first `top_k` of them."""
+    if not where:
+        raise FleetError("give a query (text or image), a filter (--where) or an event (--event)")
+    incomplete = index.incomplete_hashes()
+    if incomplete:
+        where = f"({where}) AND bag_hash NOT IN (" + ", ".join(f"'{h}'" for h in incomplete) + ")"
+    columns = [c for c in index.schema.names if c not in ("vector", "thumbnail")]
+    try:
+        rows = index.frames.search().where(where).select(columns).limit(None).to_list()
+    except Exception as exc:  # a bad --where
+        raise FleetError(f"cannot search '{index.uri}': {str(exc).strip().splitlines()[0][:300]}") from None
+    hits = _hits(rows, list(index.info.tasks))[:top_k]
+    if thumbnails and hits:  # only the kept rows' thumbnails are read
+        keys = " OR ".join(
+            f"(bag_hash = '{h.bag_hash}' AND topic = '{h.topic}' AND bag_time = {h.bag_time})" for h in hits
+        )
+        found = (
+            index.frames.search()
+            .where(keys)
+            .select(["bag_hash", "topic", "bag_time", "thumbnail"])
+            .limit(None)
+        )
+        thumbs = {(r["bag_hash"], r["topic"], r["bag_time"]): r["thumbnail"] for r in found.to_list()}
+        for h in hits:
+            h.thumbnail = thumbs.get((h.bag_hash, h.topic, h.bag_time)) or b""
+    return hits
+
+
 def _hits(rows: list[dict], tasks: list[str]) -> list[Hit]:
     hits = [
         Hit(
@@ -102,7 +140,7 @@ def _hits(rows: list[dict], tasks: list[str]) -> list[Hit]:
             stamp=int(r["stamp"]),
             frame_id=r["frame_id"],
             bag_time=int(r["bag_time"]),
-            score=1.0 - float(r["_distance"]),
+            score=1.0 - float(r["_distance"]) if "_distance" in r else 0.0,
             labels={t: {"label": r[t], "probability": round(float(r[f"{t}_prob"]), 6)} for t in tasks},
             caption=r.get("caption"),
             thumbnail=r.get("thumbnail") or b"",

@@ -1,7 +1,8 @@
 """The fleet index on disk: a LanceDB database (a local directory or an object-store URI).
 
-Tables: `frames` (one row per indexed frame), `bags` (one row per completely indexed bag) and
-`meta` (one row: the model, embedding size and tasks the index was built with).
+Tables: `frames` (one row per indexed frame), `bags` (one row per completely indexed bag), `meta`
+(one row: the model, embedding size, tasks and scene events the index was built with) and, with
+events, `events` (their intervals: `core.fleet.events`).
 
 Why `bags`: a bag's frames are committed in chunks while it streams, and only when the last chunk
 is in does its `bags` row mark it complete. A run that dies midway leaves rows of a bag without a
@@ -46,6 +47,7 @@ class IndexInfo:
     dim: int
     tasks: dict[str, list[str]]  # task -> labels
     templates: list[str] = field(default_factory=list)
+    events: str = ""  # scene events (canonical YAML, `core.events.events_yaml`); "" = none
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -93,6 +95,11 @@ class FleetIndex:
         self.schema = _schema(self.pa, info)
         self.frames = _open_or_create(db, FRAMES, self.schema)
         self.bags = _open_or_create(db, BAGS, self._bags_schema())
+        self.event_log = None
+        if info.events:
+            from .events import EventLog
+
+            self.event_log = EventLog(self)
         self._pending: list[Any] = []
         self._pending_rows = 0
 
@@ -157,6 +164,8 @@ class FleetIndex:
     def begin_bag(self, bag_hash: str) -> int:
         """Delete rows an interrupted run left for this bag; returns how many there were."""
         where = f"bag_hash = '{_hex(bag_hash)}'"
+        if self.event_log is not None:
+            self.event_log.forget(bag_hash)
         n = self.frames.count_rows(where)
         if n:
             with _storage(self.uri, "write"):
@@ -164,8 +173,10 @@ class FleetIndex:
         return n
 
     def finish_bag(self, bag_hash: str, bag: str, frames: int, bad_frames: int, seconds: float) -> None:
-        """Commit the bag's buffered rows, then mark it complete (in that order)."""
+        """Commit the bag's buffered rows and its event intervals, then mark it complete (in that order)."""
         self.flush()
+        if self.event_log is not None:
+            self.event_log.finish(bag_hash)
         row = {
             "bag_hash": bag_hash,
             "bag": bag,
@@ -205,6 +216,8 @@ class FleetIndex:
     def add(self, columns: dict[str, Any]) -> int:
         """Buffer rows given as columns; commits every `commit_rows`. Returns the rows committed now."""
         table = self.to_arrow(columns)
+        if self.event_log is not None:
+            self.event_log.record(columns)
         self._pending.append(table)
         self._pending_rows += table.num_rows
         return self.flush() if self._pending_rows >= self.commit_rows else 0
@@ -357,4 +370,10 @@ def check_compatible(uri: str, existing: IndexInfo, new: IndexInfo) -> None:
         raise FleetError(
             f"index '{uri}' was built with tasks {json.dumps(existing.tasks)}; this run has "
             f"{json.dumps(new.tasks)}. Use the same --config/--labels or another --db"
+        )
+    if existing.events != new.events:
+        raise FleetError(
+            f"index '{uri}' was built with {'other scene events' if existing.events else 'no scene events'}"
+            f"; this run has {'other ones' if new.events else 'none'}: bags indexed before would lack this "
+            "run's intervals. Use the same --events or another --db"
         )
