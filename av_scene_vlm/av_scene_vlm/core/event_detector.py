@@ -12,8 +12,9 @@ starts afresh. Why raw (unsmoothed) probabilities: see docs/SCENE_EVENTS.md ("Sm
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +22,6 @@ import numpy as np
 from .events import EventDef, Leaf
 
 START, END = 0, 1
-Signature = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 class TaskProbabilities(NamedTuple):
@@ -71,38 +71,62 @@ class _State:
         return self.total / self.frames if self.frames else 0.0
 
 
-def _compile(cond: Any, index: dict[str, tuple[int, dict[str, int]]]) -> Any:
-    """A condition as indices into a frame's task list; None when a task/label is absent."""
+def _compile(cond: Any, index: dict[str, tuple[int, dict[str, int]]]) -> Callable[[list], float] | None:
+    """A condition as a function of a frame's flat probabilities (every task's labels, in order);
+    None when a task or label is absent."""
     if isinstance(cond, Leaf):
         found = index.get(cond.task)
         if found is None or any(label not in found[1] for label in cond.labels):
             return None
-        return (found[0], [found[1][label] for label in cond.labels])
+        where = [found[0] + found[1][label] for label in cond.labels]
+        if len(where) == 1:
+            return itemgetter(where[0])
+        many = itemgetter(*where)
+        return lambda flat: sum(many(flat))
     parts = [_compile(p, index) for p in cond.parts]
-    return None if any(p is None for p in parts) else (cond.op, parts)
-
-
-def _evaluate(compiled: Any, probs: Sequence[Any]) -> float:
-    if isinstance(compiled[0], int):
-        row = probs[compiled[0]]
-        return float(sum(row[i] for i in compiled[1]))
-    values = [_evaluate(p, probs) for p in compiled[1]]
-    return min(values) if compiled[0] == "all" else max(values)
+    if any(p is None for p in parts):
+        return None
+    pick = min if cond.op == "all" else max
+    if len(parts) == 2:
+        first, second = parts
+        return lambda flat: pick(first(flat), second(flat))
+    return lambda flat: pick([part(flat) for part in parts])
 
 
 class EventDetector:
-    """Every event of one camera; not thread-safe (EventBank locks)."""
+    """Every event of one camera; not thread-safe (EventBank locks).
+
+    Why conditions compiled to functions of one flat list of floats: clip_node calls this on every frame of
+    every camera, and the cost per frame must stay far below the engine's (bench_events.py)."""
 
     def __init__(self, camera: str, events: Sequence[EventDef]) -> None:
         self.camera = camera
         self.events: tuple[EventDef, ...] = tuple(events)
         self._states = {e.name: _State() for e in self.events}
-        self._compiled: dict[Signature, list[Any]] = {}
+        self._signature: list[tuple[str, Any]] | None = None
+        self._compiled: list[Any] = []
         self._last_ns: int | None = None
         self._last_header: Any = None
         self.started = 0
         self.ended = 0
         self.stamp_jumps = 0
+
+    def _same_labels(self, tasks: Sequence[Any]) -> bool:
+        sig = self._signature
+        if sig is None or len(sig) != len(tasks):
+            return False
+        for (name, labels), t in zip(sig, tasks, strict=True):
+            if name != t.task or labels != (t.labels if t.labels.__class__ is list else list(t.labels)):
+                return False
+        return True
+
+    def _compile_for(self, tasks: Sequence[Any]) -> None:
+        index, start = {}, 0
+        for t in tasks:
+            index[t.task] = (start, {label: j for j, label in enumerate(t.labels)})
+            start += len(t.labels)
+        self._signature = [(t.task, list(t.labels)) for t in tasks]
+        self._compiled = [_compile(e.when, index) for e in self.events]
 
     def update(self, stamp_ns: int, tasks: Sequence[Any], header: Any = None) -> list[Transition]:
         """Fold one frame (its stamp and task results: `.task`, `.labels`, `.probabilities`) into every
@@ -113,17 +137,21 @@ class EventDetector:
             out.extend(self._end_all())
             self._states = {e.name: _State() for e in self.events}
         self._last_ns, self._last_header = stamp_ns, header
-        signature = tuple((t.task, tuple(t.labels)) for t in tasks)
-        compiled = self._compiled.get(signature)
-        if compiled is None:
-            index = {t: (k, {label: j for j, label in enumerate(ls)}) for k, (t, ls) in enumerate(signature)}
-            compiled = self._compiled[signature] = [_compile(e.when, index) for e in self.events]
-        probs = [t.probabilities for t in tasks]
+        if not self._same_labels(tasks):
+            self._compile_for(tasks)
+        flat: list[float] = []
+        for t in tasks:
+            p = t.probabilities
+            flat.extend(p.tolist() if p.__class__ is np.ndarray else p)
+        states = self._states
         starts: list[Transition] = []
-        for event, code in zip(self.events, compiled, strict=True):
-            if code is None:  # this frame's label sets lack the event's (a relabel in flight): skip
+        for event, value in zip(self.events, self._compiled, strict=True):
+            if value is None:  # this frame's label sets lack the event's (a relabel in flight): skip
                 continue
-            t = self._step(event, _evaluate(code, probs), stamp_ns, header)
+            p = value(flat)
+            if p < event.on and states[event.name].phase == "idle":  # the common case, decided here
+                continue
+            t = self._step(event, p, stamp_ns, header)
             if t is not None:
                 (out if t.transition == END else starts).append(t)
         return out + starts
@@ -190,7 +218,7 @@ class EventDetector:
         ended = self._end_all([e.name for e in self.events if e.name not in keep])
         self._states = {e.name: self._states.get(e.name) or _State() for e in new}
         self.events = new
-        self._compiled.clear()
+        self._signature = None  # compiled again for the new conditions on the next frame
         return ended
 
     def open_events(self) -> list[Transition]:
