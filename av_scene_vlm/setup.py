@@ -8,7 +8,10 @@ PACKAGE = "av_scene_vlm"
 DATA_FILES = [
     ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
     ("share/" + PACKAGE, ["package.xml"]),
-    ("share/" + PACKAGE + "/config", ["config/scene_vlm.yaml", "config/fastdds_local_large_frames.xml"]),
+    (
+        "share/" + PACKAGE + "/config",
+        ["config/scene_vlm.yaml", "config/scene_events.yaml", "config/fastdds_local_large_frames.xml"],
+    ),
     ("share/" + PACKAGE + "/launch", ["launch/scene_vlm.launch.py", "launch/bag_replay.launch.py"]),
     ("share/" + PACKAGE + "/rviz", ["rviz/scene_vlm.rviz"]),
 ]

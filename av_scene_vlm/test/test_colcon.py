@@ -86,6 +86,7 @@ def test_colcon_build_installs_both_packages(workspace: Path) -> None:
         "launch/scene_vlm.launch.py",
         "launch/bag_replay.launch.py",
         "config/scene_vlm.yaml",
+        "config/scene_events.yaml",
         "rviz/scene_vlm.rviz",
     ):
         assert (share / f).is_file(), f
