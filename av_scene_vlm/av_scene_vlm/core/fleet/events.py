@@ -10,16 +10,14 @@ complete, and deleted with its rows when a run starts it again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..event_detector import END, START, EventBank, TaskProbabilities
 from ..events import parse_events_yaml
 from .errors import FleetError
-
-if TYPE_CHECKING:
-    from .store import FleetIndex
+from .store import FleetIndex, _hex, _open, _open_or_create, _storage
 
 EVENTS = "events"
 PROBS = "probs"  # the batch column with every label's probability (all tasks, in order); not stored
@@ -52,8 +50,6 @@ class EventLog:
         )
 
     def table(self) -> Any:
-        from .store import _open_or_create
-
         if self._table is None:
             self._table = _open_or_create(self.index.db, EVENTS, self.schema())
         return self._table
@@ -98,8 +94,6 @@ class EventLog:
 
     def finish(self, bag_hash: str) -> None:
         """Write the bag's intervals (before the bag is marked complete)."""
-        from .store import _storage
-
         rows = self.intervals(bag_hash)
         if rows:
             with _storage(self.index.uri, "write"):
@@ -107,8 +101,6 @@ class EventLog:
 
     def forget(self, bag_hash: str) -> None:
         """Drop a bag's buffered frames and its written intervals (it is indexed again)."""
-        from .store import _hex, _storage
-
         self._frames.pop(bag_hash, None)
         table = self.table()
         where = f"bag_hash = '{_hex(bag_hash)}'"
@@ -120,8 +112,6 @@ class EventLog:
 def event_where(index: FleetIndex, name: str) -> str:
     """A filter on the frame rows keeping those inside an interval of event `name` (its camera,
     from its START frame to its END frame). FleetError when the index has no such event."""
-    from .store import _open
-
     known = [e.name for e in parse_events_yaml(index.info.events)] if index.info.events else []
     if name not in known:
         why = f"its events are {known}" if known else "it was built without --events"

@@ -24,6 +24,7 @@ from ..progress import progress_bar
 from .bookkeeping import BagTask, IndexSummary, fail, skip_if_done
 from .discover import content_hash, find_bags
 from .errors import FleetError, StorageError
+from .events import EventLog
 from .frames import BagCounts, count_frames, decode_bag, embed_batches
 from .spec import EngineSpec
 from .store import ANN_MIN_ROWS, FleetIndex, IndexInfo
@@ -125,6 +126,8 @@ def index_bags(
         storage_options=storage_options,
         commit_rows=commit_rows,
     )
+    if store.info.events:
+        store.event_log = EventLog(store)
     summary = IndexSummary(db=str(db), model_id=spec.model, bags=len(bags))
     tasks = [BagTask(p) for p in bags]
     totals = {t.path: _expected(t.path, topics) for t in tasks}

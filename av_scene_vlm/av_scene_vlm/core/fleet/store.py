@@ -95,11 +95,7 @@ class FleetIndex:
         self.schema = _schema(self.pa, info)
         self.frames = _open_or_create(db, FRAMES, self.schema)
         self.bags = _open_or_create(db, BAGS, self._bags_schema())
-        self.event_log = None
-        if info.events:
-            from .events import EventLog
-
-            self.event_log = EventLog(self)
+        self.event_log: Any = None  # `fleet.events.EventLog` while an index run records scene events
         self._pending: list[Any] = []
         self._pending_rows = 0
 
