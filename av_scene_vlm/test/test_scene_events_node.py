@@ -139,6 +139,10 @@ def test_drive_gives_start_end_pairs_live_and_from_the_bag(
     client = AsyncParameterClient(probe, "/clip_node")
     spinner.start()
     assert wait_matched(node, pub) and client.wait_for_services(timeout_sec=15)
+    # The probe hears the events before the first frame: the latched empty list has arrived, and the
+    # node sees the probe's SceneEvent subscription.
+    assert wait_for(lambda: probe.messages(f"{NS}/active_events"))
+    assert wait_for(lambda: node._pubs[CAMERA]["events"].get_subscription_count() > 0)
 
     for i, rgb in enumerate(frames):  # one at a time: every frame classified, none dropped
         h = Header(frame_id=f"f{i}")
