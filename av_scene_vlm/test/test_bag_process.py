@@ -307,3 +307,36 @@ def test_cli_bag(tmp_path, store, tiny_clip, rng, capsys) -> None:
     capsys.readouterr()
     assert main([*args, "--labels", "car", "truck"]) == 2  # out exists now
     assert "exists already" in capsys.readouterr().err
+
+
+def test_events_open_at_the_end_and_csv_column(tmp_path, store, engine, rng) -> None:
+    """An event whose condition always holds (every weather label summed = 1): one START per camera on
+    its first frame, no END, `end` None in the intervals, its name in every frame's CSV `events` cell."""
+    from av_scene_vlm.core.events import parse_events_yaml
+
+    write_drive(tmp_path / "in", store, "sqlite3", rng, n=3)
+    events = parse_events_yaml("any_weather: {when: {weather: [clear, rain, fog]}, on: 0.99, off: 0.5}")
+    s = B.process_bag(
+        tmp_path / "in", tmp_path / "out", engine, summary_path=tmp_path / "s.csv", events=events
+    )
+    assert [(e["topic"], e["start"], e["end"]) for e in s.events] == [
+        (FRONT, {"sec": T0, "nanosec": 1000}, None),
+        (REAR, {"sec": T0, "nanosec": 2000}, None),
+    ]
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert len(rows) == 6 and {r["events"] for r in rows} == {"any_weather"}
+    out = read_all(tmp_path / "out")
+    for ns, topic in (("/front/scene", FRONT), ("/rear/scene", REAR)):
+        (start,) = [store.deserialize_cdr(raw, t) for _, raw, t in out[f"{ns}/events"]]
+        assert (start.name, start.transition, start.camera, start.header.stamp.sec) == (
+            "any_weather",
+            0,
+            topic,
+            T0,
+        )
+        (active,) = [store.deserialize_cdr(raw, t) for _, raw, t in out[f"{ns}/active_events"]]
+        assert [e.name for e in active.events] == ["any_weather"]
+    bad = parse_events_yaml("x: {when: {weather: hail}}")
+    with pytest.raises(B.BagError, match=r"has no label\(s\) \['hail'\]"):
+        B.process_bag(tmp_path / "in", tmp_path / "out2", engine, events=bad)
+    assert not (tmp_path / "out2").exists()
