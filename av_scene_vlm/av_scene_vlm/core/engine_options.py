@@ -50,6 +50,7 @@ class EngineOptions:
     onnx_providers: tuple[str, ...] = ("auto",)
     onnx_threads: int = 0
     cuda_graphs: str = "auto"
+    cuda_graphs_memory_mb: float = 0.0
     extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -66,6 +67,10 @@ class EngineOptions:
     def validate(self) -> None:
         """Every option valid (BackendError), without torch and without looking for the model."""
         check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs)
+        if self.cuda_graphs_memory_mb < 0:
+            raise ValueError(
+                f"cuda_graphs_memory_mb must be >= 0 (0 = auto), got {self.cuda_graphs_memory_mb:g}"
+            )
 
     def check(self, validated: bool = False) -> None:
         """Every option valid (unless already `validated`) and the model there (BackendError /
