@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from av_scene_vlm.core.device_lock import is_out_of_memory, is_sticky_cuda_error
-from av_scene_vlm.ros.node_utils import release_memory
+from av_scene_vlm.ros.node_utils import FATAL_EXIT_CODE, release_memory
 
-FATAL_EXIT_CODE = 3  # the process's exit code after a node stopped on a sticky device error
+__all__ = ["FATAL_EXIT_CODE", "WorkerLoop"]
 
 
 class WorkerLoop:
