@@ -252,7 +252,12 @@ def test_one_static_cache_per_batch_size_reused_with_the_eager_tokens(tiny_qwen:
 
 def test_cache_length_and_prompt_budget(tiny_qwen: Path) -> None:
     captioner = Captioner(
-        str(tiny_qwen), max_new_tokens=8, max_pixels=112 * 112, prompt="Describe.", prompt_token_budget=40, compile="off"
+        str(tiny_qwen),
+        max_new_tokens=8,
+        max_pixels=112 * 112,
+        prompt="Describe.",
+        prompt_token_budget=40,
+        compile="off",
     )
     template = len(captioner.processor.tokenizer(captioner._chat_text(""))["input_ids"])
     assert captioner.cache_length == template + 40 + (112 * 112) // 28**2 + 8
