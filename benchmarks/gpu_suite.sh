@@ -78,7 +78,9 @@ tiny_json="$DEST/caption_tiny_$suffix.json"
 caption_json="$DEST/caption_$suffix.json"
 threaded_json="$DEST/threaded_$suffix.json"
 if [ "$QUICK" = 1 ]; then
-    run engine 300 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" --quick --json "$engine_json"
+    # torch.compile of the forward (part `compile`) is the GPU run's comparison; on a CPU it only costs.
+    run engine 300 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" --quick --json "$engine_json" \
+        --parts parity engine floors pipeline
     run threaded 200 "$PY" benchmarks/bench_threaded.py --device "$DEVICE" --quick --json "$threaded_json"
     run caption_tiny 300 "$PY" benchmarks/bench_caption.py --device "$DEVICE" --configs tiny \
         --compare-compile --repeats 2 --batch 2 --new-tokens 8 --json "$tiny_json"

@@ -8,14 +8,15 @@ Graph capture takes the lock without waiting (a batch that finds it taken runs e
 disabled); the captioner's compile waits for it (a capture lasts milliseconds).
 
 Also here: `is_sticky_cuda_error`, the errors after which every later CUDA call fails, so a worker
-stops instead of retrying them forever.
+stops instead of retrying them forever. Importing this module does not import torch (the nodes
+import it, and a missing model must fail before torch loads).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-
-import torch
+from typing import Any
 
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
@@ -32,14 +33,16 @@ STICKY_MESSAGES = (
 )
 
 
-def _key(device: torch.device | str) -> str:
+def _key(device: Any) -> str:
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     return str(dev)
 
 
-def device_lock(device: torch.device | str) -> threading.Lock:
+def device_lock(device: Any) -> threading.Lock:
     """The lock of `device` ('cuda' means the current CUDA device), the same object for every caller."""
     key = _key(device)
     with _guard:
@@ -57,4 +60,7 @@ def is_sticky_cuda_error(exc: BaseException) -> bool:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """torch's OutOfMemoryError (CUDA or another accelerator), by type or by name."""
-    return isinstance(exc, torch.OutOfMemoryError) or "OutOfMemory" in type(exc).__name__
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return "OutOfMemory" in type(exc).__name__
