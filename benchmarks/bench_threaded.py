@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> dict:
             started.set()
             done.set()
 
-    worker = threading.Thread(target=captioner_thread, name="captioner")
+    worker = threading.Thread(
+        target=captioner_thread, name="captioner", daemon=True
+    )  # may outlive --max-seconds
     worker.start()
     started.wait()
     frames = {"batch": 0, "single": 0}
