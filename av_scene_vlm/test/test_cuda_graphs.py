@@ -99,14 +99,23 @@ def test_graph_set_falls_back_once_on_a_wrong_graph(caplog) -> None:
     assert len([r for r in caplog.records if "cuda_graphs" in r.getMessage()]) == 1
 
 
-def test_graph_set_falls_back_when_capture_raises(caplog) -> None:
+def test_graph_set_retries_a_failed_capture_then_gives_up(caplog) -> None:
+    """A capture that raises (not a parity mismatch) runs that batch eagerly and is tried again later;
+    only after max_retries failures are graphs turned off."""
+    calls = []
+
     def failing(fn, inputs):
+        calls.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    graphs = GraphSet(failing, lambda a, b, key: 0.0)
+    graphs = GraphSet(failing, lambda a, b, key: 0.0, max_retries=2, retry_after=3)
     with caplog.at_level(logging.WARNING, logger="av_scene_vlm.cuda_graphs"):
-        assert graphs.run("k", 1, torch.ones(1, 1), [torch.zeros(1)], _double) is None
+        for _ in range(40):
+            assert graphs.run("k", 1, torch.ones(1, 1), [torch.zeros(1)], _double) is None
+    assert len(calls) == 3 and graphs.retries == 3  # tried at batches 1, 5 (3 later) and 12 (6 later)
     assert "RuntimeError: operation not permitted" in graphs.disabled_reason
+    assert "3 captures failed" in graphs.disabled_reason and not graphs.enabled
+    assert "tried again after 3 batches" in caplog.text
     assert "running the eager forward from now on" in caplog.text
 
 

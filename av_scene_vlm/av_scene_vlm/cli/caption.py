@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="static KV cache + compiled decoding step (auto = on CUDA): ~2x faster captions after a "
         "compile of about a minute, worth it for many images (default: %(default)s)",
     )
+    parser.add_argument(
+        "--attn",
+        default="auto",
+        choices=("auto", "sdpa", "eager", "flash_attention_2"),
+        help="attention: auto = flash_attention_2 if installed and not compiling, else sdpa; "
+        "flash_attention_2 is refused with --compile on (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
 
 
@@ -62,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        attn_implementation=args.attn,
     )
     captioner.warm_up()  # compiles the decoding step first with --compile on / auto on CUDA
     for path, rgb in zip(args.images, images, strict=True):

@@ -12,14 +12,15 @@ code, HF_HUB_OFFLINE honoured) and prompts through the processor's own chat temp
 On CUDA (`compile` auto/on) generation uses a static KV cache, which lets transformers compile the
 decoding step with CUDA graphs: decoding a 3B model one token at a time is bound by per-token Python
 and launch overhead (~24 ms a token eager on an H200), which the compiled step removes. Compiling
-takes about a minute, so `warm_up()` does it up front on the caller's (worker) thread.
+takes about a minute, so `warm_up()` does it up front on the caller's (worker) thread, holding the
+device's capture lock (core/device_lock.py) so a CLIP engine in the same process never captures a CUDA
+graph meanwhile. The fixed shapes compiling needs (one static cache per batch size, its length, the
+prompt-token budget, batch padding within the worker's batch limit) are in core/caption_cache.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,17 +30,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from av_scene_vlm.core.backend_options import check_switch
+from av_scene_vlm.core.caption_cache import (
+    DEFAULT_PROMPT_TOKEN_BUDGET,
+    PromptTooLong,
+    StaticCaches,
+    batch_plan,
+    cache_length,
+    max_visual_tokens,
+    warm_up_side,
+)
 from av_scene_vlm.core.caption_images import as_rgb, to_chw
+from av_scene_vlm.core.caption_load import (
+    load_captioner,
+    resolve_attn_implementation,
+    resolve_caption_dtype,
+    resolve_compile,
+)
+from av_scene_vlm.core.device_lock import device_lock
 from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_PROMPT,
-    OLD_CLI_NOTE,
     ModelLoadError,
-    from_pretrained,
     resolve_device,
-    resolve_dtype,
 )
 
 __all__ = [
@@ -49,6 +62,10 @@ __all__ = [
     "CaptionResult",
     "Captioner",
     "ModelLoadError",
+    "PromptTooLong",
+    "resolve_attn_implementation",
+    "resolve_caption_dtype",
+    "resolve_compile",
 ]
 
 
@@ -62,35 +79,6 @@ class CaptionResult:
     latency: float  # seconds, preprocessing + generation + decoding
     num_visual_tokens: int  # image tokens fed to the language model (bounded by min/max_pixels)
     model_id: str
-
-
-def resolve_caption_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
-    if (dtype or "auto").strip().lower() != "auto":
-        return resolve_dtype(dtype, device)
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def resolve_attn_implementation(attn_implementation: str, device: torch.device, dtype: torch.dtype) -> str:
-    """'auto' -> flash_attention_2 if flash_attn is installed and usable (CUDA, fp16/bf16), else sdpa."""
-    attn = (attn_implementation or "auto").strip().lower()
-    if attn != "auto":
-        return attn
-    if (
-        device.type == "cuda"
-        and dtype in (torch.float16, torch.bfloat16)
-        and importlib.util.find_spec("flash_attn") is not None
-    ):
-        return "flash_attention_2"
-    return "sdpa"
-
-
-def resolve_compile(mode: str, device: torch.device) -> bool:
-    """'auto' -> compile (static cache + compiled decode step) on CUDA only; 'on'/'off' as given."""
-    key = check_switch("compile", mode or "auto")
-    return key == "on" or (key == "auto" and device.type == "cuda")
 
 
 class Captioner:
@@ -116,12 +104,13 @@ class Captioner:
         do_sample: bool = False,
         generate_kwargs: Mapping[str, Any] | None = None,
         compile: str = "auto",
+        prompt_token_budget: int = DEFAULT_PROMPT_TOKEN_BUDGET,
     ) -> None:
         dev = resolve_device(device)
-        resolve_compile(compile, dev)  # a bad value fails before the model loads
+        compiled = resolve_compile(compile, dev, attn_implementation)  # bad values fail before loading
         dt = resolve_caption_dtype(dtype, dev)
-        attn = resolve_attn_implementation(attn_implementation, dev, dt)
-        net, processor = _load(model, dev, dt, attn)
+        attn = resolve_attn_implementation(attn_implementation, dev, dt, compiled)
+        net, processor = load_captioner(model, dev, dt, attn)
         self._setup(
             net,
             processor,
@@ -133,6 +122,7 @@ class Captioner:
             do_sample=do_sample,
             generate_kwargs=generate_kwargs,
             compile=compile,
+            prompt_token_budget=prompt_token_budget,
         )
 
     @classmethod
@@ -160,6 +150,7 @@ class Captioner:
         do_sample: bool = False,
         generate_kwargs: Mapping[str, Any] | None = None,
         compile: str = "auto",
+        prompt_token_budget: int = DEFAULT_PROMPT_TOKEN_BUDGET,
     ) -> None:
         if int(max_new_tokens) < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -185,6 +176,34 @@ class Captioner:
         self._eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         self._templates: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.device_lock = device_lock(self.device)  # held while decoding compiles or records graphs
+        self._setup_budget(int(prompt_token_budget))
+        self.check_prompt(prompt)
+
+    def _setup_budget(self, budget: int) -> None:
+        """The prompt-token budget and the static caches' length, fixed from here on."""
+        if budget < 1:
+            raise ValueError(f"prompt_token_budget must be >= 1, got {budget}")
+        self.prompt_token_budget = budget
+        template = len(self.processor.tokenizer(self._chat_text(""))["input_ids"])
+        visual = max_visual_tokens(self._size["longest_edge"], self._factor)
+        self.cache_length = cache_length(template, budget, visual, self.max_new_tokens)
+        text = self.model.config.get_text_config(decoder=True)
+        self.caches = StaticCaches(text, self.cache_length)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens of an instruction (caption prompt or question), as counted against the budget."""
+        return len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def check_prompt(self, prompt: str) -> None:
+        """PromptTooLong (a ValueError) with the budget when `prompt` has more tokens than it."""
+        n = self.prompt_tokens(prompt)
+        if n > self.prompt_token_budget:
+            raise PromptTooLong(
+                f"the prompt is {n} tokens, over the prompt-token budget of {self.prompt_token_budget} "
+                "(caption_prompt_token_budget) the static KV cache was sized for at configure; shorten "
+                "it, or raise the budget and configure again"
+            )
 
     @staticmethod
     def _pixel_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
@@ -218,7 +237,7 @@ class Captioner:
         if self.compiled:
             from transformers import CompileConfig
 
-            gen.cache_implementation = "static"
+            # The cache is ours (caption_cache.StaticCaches), passed to generate: no cache_implementation.
             gen.compile_config = CompileConfig()  # transformers' default: inductor, reduce-overhead
             if self.device.type != "cuda":  # transformers compiles on CUDA only unless told otherwise
                 gen.compile_config._compile_all_devices = True
@@ -226,23 +245,24 @@ class Captioner:
         return gen
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
-        """Run the captions that compile the decoding step (static cache sized for the largest image)
-        for each of `batch_sizes`, before the first real one; returns the seconds it took and keeps
-        them in `compile_seconds`. Later batches of another size are padded up to the next compiled
-        size (decoding a few more rows costs little; compiling again would stall for a minute).
-        A no-op (0 s) when not compiling."""
+        """Run the captions that compile the decoding step for each of `batch_sizes` (the configured
+        prompt, the smallest image the bounds allow: see core/caption_cache.py), before the first real
+        one, holding the device's capture lock; returns the seconds it took and keeps them in
+        `compile_seconds`. Later batches are padded up to a compiled size within the caller's batch
+        limit (`caption_batch`). A no-op (0 s) when not compiling."""
         if not self.compiled:
             self.compile_seconds = 0.0
             return 0.0
-        side = int(math.sqrt(self._size["longest_edge"])) // self._factor * self._factor
-        grey = np.full((max(side, self._factor), max(side, self._factor), 3), 128, np.uint8)
+        side = warm_up_side(self._size["shortest_edge"], self._factor)
+        grey = np.full((side, side, 3), 128, np.uint8)
         sizes = sorted({max(1, int(b)) for b in batch_sizes})
         start = time.perf_counter()
-        for n in sizes:
-            for _ in range(2):  # compile, then record the CUDA graphs
-                self.generate_ids([grey] * n, min_new_tokens=self.max_new_tokens)
+        with self.device_lock:  # no CUDA graph capture on this device meanwhile
+            for n in sizes:
+                for _ in range(2):  # compile, then record the CUDA graphs
+                    self._generate([grey] * n, self.prompt, {"min_new_tokens": self.max_new_tokens})
         self.compile_seconds = time.perf_counter() - start
-        self.batch_sizes = tuple(sizes)
+        self.batch_sizes = tuple(sorted({*self.batch_sizes, *sizes}))
         return self.compile_seconds
 
     def _chat_text(self, prompt: str) -> str:
@@ -257,58 +277,82 @@ class Captioner:
         """Caption one H×W×3 uint8 RGB image (any size) with `prompt` (default: the instance's)."""
         return self.caption_batch([image], prompt)[0]
 
-    def caption_batch(self, images: Sequence[np.ndarray], prompt: str | None = None) -> list[CaptionResult]:
-        """Caption several images in one padded `generate` call; same prompt for all."""
+    def caption_batch(
+        self, images: Sequence[np.ndarray], prompt: str | None = None, max_batch: int | None = None
+    ) -> list[CaptionResult]:
+        """Caption several images in padded `generate` calls; same prompt for all. Padded up to a
+        compiled batch size, but never past `max_batch` (the worker's batch limit)."""
         if len(images) == 0:
             return []
         prompt = self.prompt if prompt is None else prompt
         start = time.perf_counter()
-        n = len(images)
-        padded = list(images) + [images[-1]] * (self._padded_size(n) - n)
-        generated, grid = self.generate_ids(padded, prompt)
-        generated, grid = generated[:n], grid[:n]
+        rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        done = 0
+        for count, size in batch_plan(len(images), self.batch_sizes, max_batch):
+            chunk = list(images[done : done + count])
+            generated, grid = self.generate_ids(chunk + [chunk[-1]] * (size - count), prompt)
+            rows += [(generated[i], grid[i]) for i in range(count)]
+            done += count
         with self._lock:
             texts = self.processor.batch_decode(
-                generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+                [g for g, _ in rows], skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
         latency = time.perf_counter() - start
         return [
             CaptionResult(
                 text=texts[i].strip(),
                 prompt=prompt,
-                num_tokens=self._count(generated[i]),
+                num_tokens=self._count(generated),
                 latency=latency,
-                num_visual_tokens=int(grid[i].prod()) // self._merge**2,
+                num_visual_tokens=int(grid.prod()) // self._merge**2,
                 model_id=self.model_id,
             )
-            for i in range(len(images))
+            for i, (generated, grid) in enumerate(rows)
         ]
 
     def use_eager(self) -> None:
-        """Decode eagerly with the dynamic cache from now on (e.g. after compiling failed)."""
+        """Decode eagerly with the dynamic cache (e.g. after compiling failed; `use_compiled` undoes)."""
         self.compiled = False
         self.batch_sizes = ()
-        gen = self.generation_config
-        gen.cache_implementation, gen.compile_config, gen.disable_compile = None, None, True
+        self.caches.clear()
+        self.generation_config.disable_compile = True
 
-    def _padded_size(self, n: int) -> int:
-        """The compiled batch size a batch of `n` is padded to (n itself when none is larger)."""
-        return min((b for b in self.batch_sizes if b >= n), default=n)
+    def use_compiled(self) -> None:
+        """Compile again (a warm-up retried after a failure), with the options built at start."""
+        self.compiled = self.generation_config.compile_config is not None
+        self.generation_config.disable_compile = not self.compiled
+        self.compile_seconds = None
 
     def generate_ids(
         self, images: Sequence[np.ndarray], prompt: str | None = None, **overrides: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(generated token ids B×T on the CPU, image_grid_thw B×3): the raw output of one batched
         `generate`, for captions and for checking that compiled and eager decoding agree.
-        `overrides`: generation-config fields for this call (e.g. min_new_tokens)."""
+        `overrides`: generation-config fields for this call (e.g. min_new_tokens). A batch size not
+        yet compiled compiles (and records graphs) holding the device's capture lock."""
         prompt = self.prompt if prompt is None else prompt
+        if self.compiled and len(images) not in self.batch_sizes:
+            with self.device_lock:
+                out = self._generate(images, prompt, overrides)
+            self.batch_sizes = tuple(sorted({*self.batch_sizes, len(images)}))
+            return out
+        return self._generate(images, prompt, overrides)
+
+    def _generate(
+        self, images: Sequence[np.ndarray], prompt: str, overrides: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         frames = [to_chw(as_rgb(img), self._factor) for img in images]
         gen = self.generation_config
         if overrides:
             gen = copy.deepcopy(gen)
             for key, value in overrides.items():
                 setattr(gen, key, value)
+        if self.compiled:
+            self.check_prompt(prompt)
         with self._lock, torch.inference_mode():
+            cache: dict[str, Any] = {}
+            if self.compiled:  # the batch size's own static cache, emptied: same addresses every call
+                cache["cache"] = self.caches.get(len(frames))
             text = self._chat_text(prompt)
             inputs = self.processor(
                 text=[text] * len(frames),
@@ -318,7 +362,7 @@ class Captioner:
                 size=dict(self._size),
             ).to(self.device)
             prompt_len = inputs["input_ids"].shape[1]
-            output = self.model.generate(**inputs, generation_config=gen, **self.generate_kwargs)
+            output = self.model.generate(**inputs, generation_config=gen, **cache, **self.generate_kwargs)
             generated = output[:, prompt_len:].cpu()
         return generated, inputs["image_grid_thw"].cpu()
 
@@ -328,41 +372,3 @@ class Captioner:
             if token in self._eos:
                 return i + 1
         return int(row.shape[0])
-
-
-def _load(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
-    """Load model + processor, turning every failure into a ModelLoadError naming `model`."""
-    try:
-        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
-        if getattr(config, "model_type", None) != "qwen2_5_vl":
-            raise ModelLoadError(
-                f"model '{model}' is a '{getattr(config, 'model_type', '?')}' checkpoint, "
-                f"not Qwen2.5-VL (e.g. {DEFAULT_CAPTION_MODEL})"
-            )
-        processor = from_pretrained(AutoProcessor, model, example=DEFAULT_CAPTION_MODEL)
-        net = from_pretrained(
-            Qwen2_5_VLForConditionalGeneration,
-            model,
-            example=DEFAULT_CAPTION_MODEL,
-            config=config,
-            dtype=dtype,
-            attn_implementation=attn,
-        )
-    except ModelLoadError as exc:
-        message = str(exc)
-        if "hf download" not in message:
-            message += (
-                f" A Qwen2.5-VL checkpoint is fetched with `hf download {DEFAULT_CAPTION_MODEL}"
-                f" --local-dir DIR` on a machine with network access ({OLD_CLI_NOTE}); then pass DIR"
-                " as the model."
-            )
-        raise ModelLoadError(message) from None
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"cannot load model '{model}': {exc}. Qwen2.5-VL's processor needs torchvision "
-            "(a requirement of av_scene_vlm: install the torchvision built for your torch); "
-            "flash_attention_2 needs the flash_attn package."
-        ) from None
-    return net.to(device).eval(), processor

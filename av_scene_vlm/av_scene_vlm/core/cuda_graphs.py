@@ -8,15 +8,24 @@ into; batches are padded up to a bucket (1, 2, 4, ... 64) and larger ones split,
 of graphs — and the memory they hold, in one shared pool — small and bounded.
 
 Each capture is replayed once beside the eager forward on the same input and kept only if their
-probabilities agree (≤ 1e-3, same top-1); otherwise, or if capturing fails, the engine warns once
-and runs eagerly from then on. The capture itself is a strategy (`CudaGraphCapture` on CUDA,
-`EagerCapture` with the same static-buffer contract anywhere), so everything but the CUDA calls
-runs, and is tested, on a CPU.
+probabilities agree (≤ 1e-3, same top-1); a mismatch makes the engine warn once and run eagerly
+from then on. Any other capture failure is transient as far as we can tell (another thread's
+synchronize invalidated it, a cuBLAS workspace could not be allocated, ...): that batch runs eagerly
+and the key is tried again after `retry_after` of its batches, at most `max_retries` times in all
+before graphs are turned off (the count is in /diagnostics). Out of memory is not swallowed: the
+graphs are dropped and the error goes on to the worker, which halves its batches (core/batch_limit.py)
+and captures again at the smaller size. Captures hold the device's lock (core/device_lock.py) and
+never wait for it: a batch that finds it taken (the captioner compiling) runs eagerly.
+
+What graphs hold is bounded by `memory_budget` bytes: past it, the least recently used graphs are
+dropped. The capture itself is a strategy (`CudaGraphCapture` on CUDA, `EagerCapture` with the same
+static-buffer contract anywhere), so everything but the CUDA calls runs, and is tested, on a CPU.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
@@ -24,7 +33,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .backend_options import BackendError
 from .backend_options import check_cuda_graphs as check_mode  # noqa: F401  (the option's one checker)
+from .device_lock import device_lock, is_out_of_memory, is_sticky_cuda_error
 
 log = logging.getLogger("av_scene_vlm.cuda_graphs")
 
@@ -87,6 +98,7 @@ class CudaGraphCapture:
             for _ in range(self.WARMUP):
                 fn(*static_inputs)
         current.wait_stream(side)
+        before = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = fn(*static_inputs)
@@ -96,13 +108,16 @@ class CudaGraphCapture:
             return out
 
         replay.graph = graph  # type: ignore[attr-defined]  # kept alive with the replay
+        # What the capture added to the allocator's reserve (its share of the pool), an estimate.
+        replay.nbytes = max(0, torch.cuda.memory_reserved(self.device) - before)  # type: ignore[attr-defined]
         return replay
 
 
 class _Entry:
-    def __init__(self, inputs: list[torch.Tensor], replay: Replay) -> None:
+    def __init__(self, inputs: list[torch.Tensor], replay: Replay, nbytes: int) -> None:
         self.inputs = inputs
         self.replay = replay
+        self.nbytes = nbytes  # static buffers + what the capture reserved
 
 
 class GraphSet:
@@ -110,7 +125,9 @@ class GraphSet:
 
     `run` copies a batch into the key's static buffers, replays, and returns the batch's output rows:
     a view of the static output, so read it (or enqueue a copy of it) before the next `run` of that
-    key. `compare(a, b, key) -> error` scores a replay against eager on the host.
+    key. `compare(a, b, key) -> error` scores a replay against eager on the host. `lock`: the device's
+    capture lock (core/device_lock.py), tried without waiting; `memory_budget`: bytes the graphs may
+    hold (None: unbounded), least recently used ones dropped past it.
     """
 
     def __init__(
@@ -120,19 +137,37 @@ class GraphSet:
         *,
         max_graphs: int = 32,
         tolerance: float = PARITY_TOLERANCE,
+        lock: threading.Lock | None = None,
+        memory_budget: int | None = None,
+        max_retries: int = 5,
+        retry_after: int = 20,
     ) -> None:
         self.capture = capture
         self.compare = compare
         self.max_graphs = max_graphs
         self.tolerance = tolerance
+        self.lock = lock if lock is not None else threading.Lock()
+        self.memory_budget = memory_budget
+        self.max_retries = max_retries
+        self.retry_after = retry_after
         self.enabled = True
         self.disabled_reason = ""
         self.captures = 0  # graphs captured (and checked) so far
         self.last_error = 0.0  # the newest capture's max |Δp| against eager
+        self.retries = 0  # captures that failed (not on parity) and are tried again later
+        self.last_failure = ""  # the newest of those, one line
+        self.deferred = 0  # batches run eagerly because the device lock was taken
+        self.dropped = 0  # graphs dropped to stay within max_graphs / memory_budget
         self._graphs: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._wait: dict[Hashable, int] = {}  # key -> its batches left before capturing it again
 
     def __len__(self) -> int:
         return len(self._graphs)
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the kept graphs hold (static buffers + their captures' reserve), bytes."""
+        return sum(e.nbytes for e in self._graphs.values())
 
     def run(
         self,
@@ -144,14 +179,25 @@ class GraphSet:
     ) -> torch.Tensor | None:
         """Replay the graph for `key` on `batched` (n ≤ `bucket` rows, padded to `bucket`) and
         `shared` (whole tensors such as the label embeddings); the first n output rows, or None when
-        graphs are disabled (the caller then runs eagerly). `forward(batched, *shared)` is the eager
-        function, captured the first time `key` is seen."""
+        the caller must run eagerly (graphs off, the device lock taken, a capture to retry later).
+        `forward(batched, *shared)` is the eager function, captured the first time `key` is seen.
+        Out of memory (and a sticky CUDA error) during a capture is raised, the graphs dropped."""
         if not self.enabled:
             return None
         n = batched.shape[0]
         entry = self._graphs.get(key)
         if entry is None:
-            entry = self._capture(key, bucket, batched, shared, forward)
+            left = self._wait.get(key, 0)
+            if left > 0:
+                self._wait[key] = left - 1
+                return None
+            if not self.lock.acquire(blocking=False):  # another capture or a compile on this device
+                self.deferred += 1
+                return None
+            try:
+                entry = self._capture(key, bucket, batched, shared, forward)
+            finally:
+                self.lock.release()
             if entry is None:
                 return None
         else:
@@ -175,11 +221,15 @@ class GraphSet:
             static[:n].copy_(batched)
             inputs = [static, *(s.clone() for s in shared)]
             replay = self.capture(forward, inputs)
-            got = replay()[:n].float().cpu().numpy()
+            out = replay()
+            got = out[:n].float().cpu().numpy()
             want = forward(*inputs)[:n].float().cpu().numpy()
             error = self.compare(got, want, key)
-        except Exception as exc:  # any capture failure: eager is always correct
-            self.disable(f"capturing {key} failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            if is_out_of_memory(exc) or is_sticky_cuda_error(exc):
+                self.clear()  # the worker halves its batches (or stops); captured again later
+                raise
+            self._failed(key, f"capturing {key} failed: {type(exc).__name__}: {exc}")
             return None
         self.captures += 1
         self.last_error = error
@@ -189,11 +239,50 @@ class GraphSet:
                 f"(max |Δp| {error:.2e} > {self.tolerance:g} or another top-1 label)"
             )
             return None
-        entry = _Entry(inputs, replay)
+        self._wait.pop(key, None)
+        nbytes = sum(t.nbytes for t in inputs) + int(getattr(replay, "nbytes", out.nbytes))
+        entry = _Entry(inputs, replay, nbytes)
         self._graphs[key] = entry
-        while len(self._graphs) > self.max_graphs:
-            self._graphs.popitem(last=False)
+        self._trim()
         return entry
+
+    def _failed(self, key: Hashable, reason: str) -> None:
+        """A capture failed for another reason than parity: retry later, up to `max_retries` in all."""
+        self.retries += 1
+        self.last_failure = reason.splitlines()[0][:300]
+        if self.retries > self.max_retries:
+            self.disable(f"{self.retries} captures failed; the last: {self.last_failure}")
+            return
+        self._wait[key] = self.retry_after * self.retries
+        log.warning(
+            "cuda_graphs: %s; this batch runs eagerly, capture %d of %d tried again after %d batches",
+            self.last_failure,
+            self.retries,
+            self.max_retries,
+            self._wait[key],
+        )
+
+    def _trim(self) -> None:
+        """Drop least recently used graphs past `max_graphs` or `memory_budget` (the newest stays)."""
+        budget = self.memory_budget
+        while len(self._graphs) > 1 and (
+            len(self._graphs) > self.max_graphs or (budget is not None and self.memory_bytes > budget)
+        ):
+            self._graphs.popitem(last=False)
+            self.dropped += 1
+
+    def stats(self) -> dict[str, object]:
+        """The graphs' memory (MB) and budget, failed captures to retry, batches deferred by the device
+        lock, graphs dropped for the budget, the newest failure (/diagnostics)."""
+        budget = "none" if self.memory_budget is None else f"{self.memory_budget / 2**20:.0f}"
+        return {
+            "graph_memory_mb": f"{self.memory_bytes / 2**20:.1f}",
+            "graph_memory_budget_mb": budget,
+            "graph_capture_retries": self.retries,
+            "graph_captures_deferred": self.deferred,
+            "graphs_dropped": self.dropped,
+            "graph_last_failure": self.last_failure,
+        }
 
     def disable(self, reason: str) -> None:
         """Run eagerly from now on; one warning line with the reason."""
@@ -205,3 +294,42 @@ class GraphSet:
     def clear(self) -> None:
         """Drop every graph (their memory returns to the allocator)."""
         self._graphs.clear()
+
+
+AUTO_BUDGET_FRACTION = 0.1  # graph_memory_mb 0: a tenth of the device's memory
+
+
+def memory_budget(megabytes: float, device: torch.device) -> int | None:
+    """Bytes graphs may hold: `megabytes` (> 0), else a tenth of a CUDA device (None off CUDA)."""
+    if megabytes < 0:
+        raise ValueError(f"cuda_graphs_memory_mb must be >= 0 (0 = auto), got {megabytes:g}")
+    if megabytes > 0:
+        return int(megabytes * 2**20)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.get_device_properties(device).total_memory * AUTO_BUDGET_FRACTION)
+
+
+def graph_set(
+    mode: str,
+    capture: Capture | None,
+    memory_mb: float,
+    device: torch.device,
+    backend: str,
+    compare: Callable[[np.ndarray, np.ndarray, Hashable], float],
+) -> GraphSet | None:
+    """The engine's graphs for the `cuda_graphs` mode (None: off), or BackendError with the reason.
+    `capture` replaces the CUDA capture (EagerCapture on a CPU)."""
+    cuda = device.type == "cuda"
+    if mode == "off" or (mode == "auto" and not (cuda and backend == "torch")):
+        return None
+    if backend != "torch":
+        raise BackendError(f"cuda_graphs on needs backend torch, not {backend}")
+    if capture is None and not cuda:
+        raise BackendError(f"cuda_graphs on needs a CUDA device, not {device}; use auto or off")
+    return GraphSet(
+        capture or CudaGraphCapture(device),
+        compare,
+        lock=device_lock(device),  # shared with a captioner's compile on this device
+        memory_budget=memory_budget(memory_mb, device),
+    )

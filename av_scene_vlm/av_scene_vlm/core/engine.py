@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backend_options import BackendError, check_options
+from .backend_options import check_options
 from .backends import build_tower
-from .cuda_graphs import BUCKETS, Capture, CudaGraphCapture, GraphSet, bucket_for, check_mode, split_batch
+from .cuda_graphs import BUCKETS, Capture, bucket_for, check_mode, graph_set, split_batch
 from .models import DEFAULT_CLIP_MODEL, LoadedClip, load_clip
 from .preprocess import FramePlan, Preprocessor, PreprocessSpec, check_frame
 from .results import FrameResult, PendingBatch, TaskResult, download
@@ -61,13 +61,15 @@ class ZeroShotEngine:
         onnx_cache_dir: str | Path | None = None,
         cuda_graphs: str = "auto",
         graph_capture: Capture | None = None,
+        cuda_graphs_memory_mb: float = 0,
     ) -> None:
         """`backend`: 'auto' (onnxruntime on a CPU where it is installed, else torch), 'torch' or
         'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py).
 
         `cuda_graphs`: 'auto' (on for the torch tower on CUDA), 'on' or 'off'. `graph_capture`
         replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture runs the graph machinery
-        on a CPU, which is how it is tested there)."""
+        on a CPU, which is how it is tested there); `cuda_graphs_memory_mb`: what the graphs may hold
+        (0: a tenth of the device), least recently used ones dropped past it."""
         check_options(backend, onnx_providers, onnx_threads, cuda_graphs)  # fails before the model loads
         graphs_mode = check_mode(cuda_graphs)
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
@@ -81,7 +83,10 @@ class ZeroShotEngine:
         self.backend: str = self._tower.name  # "torch" or "onnxruntime"
         self.providers: list[str] = list(getattr(self._tower, "providers", []))
         self._uploader = Uploader(self.device)
-        self.graphs = self._graph_set(graphs_mode, graph_capture)
+        compare = lambda a, b, key: max_probability_error(a, b, key[-1], self.logit_scale)  # noqa: E731
+        self.graphs = graph_set(
+            graphs_mode, graph_capture, cuda_graphs_memory_mb, self.device, self.backend, compare
+        )
         self.tokenizer = getattr(self.clip.processor, "tokenizer", self.clip.processor)
         self.logit_scale = float(self.model.logit_scale.detach().float().exp().item())
         self._max_len = int(getattr(self.model.config.text_config, "max_position_embeddings", 77))
@@ -184,17 +189,6 @@ class ZeroShotEngine:
             return self._encode_cached(list(texts)).cpu().numpy()
 
     # ---- images --------------------------------------------------------------------------------
-    def _graph_set(self, mode: str, capture: Capture | None) -> GraphSet | None:
-        cuda = self.device.type == "cuda"
-        if mode == "off" or (mode == "auto" and not (cuda and self.backend == "torch")):
-            return None
-        if self.backend != "torch":
-            raise BackendError(f"cuda_graphs on needs backend torch, not {self.backend}")
-        if capture is None and not cuda:
-            raise BackendError(f"cuda_graphs on needs a CUDA device, not {self.device}; use auto or off")
-        compare = lambda a, b, key: max_probability_error(a, b, key[-1], self.logit_scale)  # noqa: E731
-        return GraphSet(capture or CudaGraphCapture(self.device), compare)
-
     def _forward(
         self, windows: torch.Tensor, labels: torch.Tensor, *, plan: FramePlan, layout: ScoreLayout
     ) -> torch.Tensor:
@@ -226,6 +220,10 @@ class ZeroShotEngine:
         if not self.graphs.enabled:
             return f"off after a failed check: {self.graphs.disabled_reason}"
         return f"on ({len(self.graphs)} captured)"
+
+    def graph_stats(self) -> dict[str, object]:
+        """The graphs' memory, retries, deferred captures, drops (/diagnostics; {} without graphs)."""
+        return {} if self.graphs is None else self.graphs.stats()
 
     def _embed(self, frames: Sequence[np.ndarray], patches: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Eager image (and patch) embeddings on the device, in frame order; caller holds the lock."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from .backend_options import check_options, check_switch
+from .caption_cache import DEFAULT_PROMPT_TOKEN_BUDGET, check_attn_for_compile
 from .models import DEFAULT_CAPTION_MODEL, DEFAULT_CLIP_MODEL, DEFAULT_MAX_PIXELS, DEFAULT_PROMPT
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class EngineOptions:
     onnx_providers: tuple[str, ...] = ("auto",)
     onnx_threads: int = 0
     cuda_graphs: str = "auto"
+    cuda_graphs_memory_mb: float = 0.0
     extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -66,6 +68,10 @@ class EngineOptions:
     def validate(self) -> None:
         """Every option valid (BackendError), without torch and without looking for the model."""
         check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs)
+        if self.cuda_graphs_memory_mb < 0:
+            raise ValueError(
+                f"cuda_graphs_memory_mb must be >= 0 (0 = auto), got {self.cuda_graphs_memory_mb:g}"
+            )
 
     def check(self, validated: bool = False) -> None:
         """Every option valid (unless already `validated`) and the model there (BackendError /
@@ -106,6 +112,7 @@ class CaptionerOptions:
     dtype: str = "auto"
     attn_implementation: str = "auto"
     compile: str = "auto"
+    prompt_token_budget: int = DEFAULT_PROMPT_TOKEN_BUDGET
     extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -120,6 +127,9 @@ class CaptionerOptions:
         if self.min_pixels < 0 or self.max_pixels < 0:
             raise ValueError("caption_min_pixels and caption_max_pixels must be >= 0 (0 = the checkpoint's)")
         check_switch("caption_compile", self.compile)
+        check_attn_for_compile(self.attn_implementation, self.compile)
+        if self.prompt_token_budget < 1:
+            raise ValueError(f"caption_prompt_token_budget must be >= 1, got {self.prompt_token_budget}")
 
     def check(self, validated: bool = False) -> None:
         """The bounds valid (unless already `validated`) and the model there (ValueError /

@@ -72,9 +72,16 @@ def download(packed: torch.Tensor) -> tuple[torch.Tensor, object | None]:
     host.copy_(packed, non_blocking=cuda)
     if not cuda:
         return host, None
-    event = torch.cuda.Event()
+    event = done_event()
     event.record(torch.cuda.current_stream(packed.device))
     return host, event
+
+
+def done_event() -> torch.cuda.Event:
+    """The event a batch's host sync waits on: blocking (cudaEventBlockingSync), so the waiting
+    thread sleeps until the GPU is done instead of spinning a core for the whole batch (a default
+    event's `synchronize` busy-waits), which the copy threads and the other worker need."""
+    return torch.cuda.Event(blocking=True)
 
 
 def upsample_heatmap(grid: np.ndarray, preprocess: Preprocessor, height: int, width: int) -> np.ndarray:

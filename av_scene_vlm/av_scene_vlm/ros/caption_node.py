@@ -29,6 +29,7 @@ in: the camera topics, `<ns>/similarity` (similarity_topic source); out: `<ns>/c
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,7 @@ from std_msgs.msg import Header, String
 
 from av_scene_vlm.core import result_messages as messages
 from av_scene_vlm.core.batch_limit import BatchLimit
+from av_scene_vlm.core.device_lock import is_out_of_memory
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.scene_change import SceneChangeDetector, StampKey
 from av_scene_vlm.ros.camera_input import Camera, Percentiles, RateMeter, failures_counted, output_topic
@@ -48,7 +50,6 @@ from av_scene_vlm.ros.node_utils import (
     dtype_name,
     lower_thread_priority,
     pin_torch_threads,
-    release_memory,
     run_nodes,
     use_own_cuda_stream,
 )
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EXAMPLES", "PARAMETERS", "CaptionNode", "auto_caption_period"]
 
+COMPILE_RETRIES = 3  # failed compiles tried again, each COMPILE_RETRY_S x its number later
+COMPILE_RETRY_S = 60.0
 _EMBEDDING_HISTORY = 64  # similarity messages kept per camera for stamp matching (~2 s at 30 Hz)
 
 
@@ -124,7 +127,9 @@ class CaptionNode(WorkerNode):
         self.triggered = 0
         self.batch_limit = BatchLimit(recover_after=10)
         self._thread_info = {"torch_threads": "?", "nice_error": ""}
+        self.captioner.check_prompt(s.caption_prompt)  # within the budget the static cache is sized for
         self._compile_state = "on, not yet compiled" if self.captioner.compiled else "off"
+        self._compile_failures, self._next_compile = 0, None
         self._auto_period, why = auto_caption_period(self.captioner.device)
         if s.caption_period == AUTO_PERIOD:
             self.get_logger().info(
@@ -139,6 +144,12 @@ class CaptionNode(WorkerNode):
     def _release(self) -> None:
         self.captioner = None
         self._clip = None
+
+    def _apply(self, old: CaptionSettings, new: CaptionSettings) -> None:
+        """A new caption_prompt must fit the prompt-token budget (ValueError with the budget): the
+        static cache, hence the compiled decoding step, was sized for it at configure."""
+        if new.caption_prompt != old.caption_prompt and self.captioner is not None:
+            self.captioner.check_prompt(new.caption_prompt)
 
     def _activate(self) -> None:
         if self.settings.caption_embedding_source != "similarity_topic":
@@ -199,22 +210,47 @@ class CaptionNode(WorkerNode):
 
     def _warm_up(self) -> None:
         """Compile the decoding step before the first caption (once per configure); frames that come
-        meanwhile wait in their slots (newer ones replace them, counted as dropped)."""
+        meanwhile wait in their slots (newer ones replace them, counted as dropped). A failed compile
+        captions eagerly and is tried again later (COMPILE_RETRIES times, further apart each time; out
+        of memory also halves the batches, and the retry compiles for the smaller size)."""
         captioner = self.captioner
         if not captioner.compiled or captioner.compile_seconds is not None:
             return
-        sizes = sorted({1, len(self.cameras)})
+        sizes = sorted({1, self.batch_limit.size(len(self.cameras))})
         self._compile_state = "compiling"
         self.get_logger().info(f"compiling the caption decoder for batches of {sizes} (~1 min on a GPU)")
+        failure, out_of_memory = "", False
         try:
             seconds = captioner.warm_up(sizes)
-        except Exception as exc:  # compiling is an optimisation: caption eagerly instead
+        except Exception as exc:  # compiling is an optimisation: caption eagerly meanwhile
             captioner.use_eager()
-            self._compile_state = f"failed, eager: {type(exc).__name__}: {exc}"[:300]
-            self.get_logger().error(f"compiling the caption model failed, captions run eagerly: {exc}")
+            failure, out_of_memory = f"{type(exc).__name__}: {exc}"[:300], is_out_of_memory(exc)
+            if out_of_memory:
+                self.batch_limit.failed(max(sizes))
+        if failure:  # outside the except: the traceback's tensors are gone before memory is released
+            if out_of_memory:
+                self._out_of_memory()
+            self._compile_failures += 1
+            retry = self._compile_failures <= COMPILE_RETRIES
+            self._next_compile = (
+                time.monotonic() + COMPILE_RETRY_S * self._compile_failures if retry else None
+            )
+            then = f"tried again in {COMPILE_RETRY_S * self._compile_failures:g} s" if retry else "for good"
+            self._compile_state = f"failed, eager ({then}): {failure}"[:300]
+            self.get_logger().error(
+                f"compiling the caption model failed, captions run eagerly, {then}: {failure}"
+            )
             return
         self._compile_state = f"compiled in {seconds:.1f} s"
         self.get_logger().info(f"caption model compiled in {seconds:.1f} s")
+
+    def _retry_compile(self) -> None:
+        """A failed compile's retry, when it is due (on the worker, between batches)."""
+        due = self._next_compile
+        if due is not None and time.monotonic() >= due:
+            self._next_compile = None
+            self.captioner.use_compiled()
+            self._warm_up()
 
     def _keep(self, s: CaptionSettings, cam: Camera, msg: Any, now: float) -> bool:
         """Before decoding: a frame is due, or may be a new scene (decided here when the embedding
@@ -227,6 +263,7 @@ class CaptionNode(WorkerNode):
         return self.scenes.changed(cam.topic, emb, threshold)
 
     def _step(self) -> None:
+        self._retry_compile()
         s, frames = self.take_frames(self.batch_limit.size(len(self.cameras)), self._keep)
         period, threshold = self._period(s), s.caption_scene_change_threshold
         work: list[_Work] = []
@@ -246,15 +283,15 @@ class CaptionNode(WorkerNode):
             try:
                 with failures_counted(w.camera for w in work):
                     self._caption(work, s)
-            except Exception as exc:  # out of memory, ...: smaller batches next, then counted and logged
+            except Exception:  # out of memory, ...: smaller batches next, then counted and logged
                 self.batch_limit.failed(len(work))
-                if "OutOfMemory" in type(exc).__name__:
-                    release_memory()
                 raise
             self.batch_limit.succeeded(len(self.cameras))
 
     def _caption(self, work: list[_Work], s: CaptionSettings) -> None:
-        results = self.captioner.caption_batch([w.rgb for w in work], s.caption_prompt)
+        # Padded to a compiled size only within the batch limit (a halved batch must stay halved).
+        limit = self.batch_limit.size(len(self.cameras))
+        results = self.captioner.caption_batch([w.rgb for w in work], s.caption_prompt, max_batch=limit)
         self._latency.add(results[0].latency)
         model = self.captioner.model_id
         for w, r in zip(work, results, strict=True):
@@ -296,6 +333,8 @@ class CaptionNode(WorkerNode):
                 "dtype": dtype_name(captioner.dtype),
                 "captions": self.captions,
                 "compile": self._compile_state,
+                "compile_failures": self._compile_failures,
+                "prompt_token_budget": captioner.prompt_token_budget,
                 "captions_per_min": f"{self._caption_rate.rate() * 60:.2f}",
                 "caption_period_s": f"{self._period(s):g}",
                 "latency_p50_ms": f"{self._latency.get(0.5) * 1e3:.1f}",

@@ -3,6 +3,7 @@ generated from it, and scene_vlm declares it beside clip_node's."""
 
 from __future__ import annotations
 
+from av_scene_vlm.core.caption_cache import DEFAULT_PROMPT_TOKEN_BUDGET
 from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_CLIP_MODEL,
@@ -25,7 +26,17 @@ PARAMETERS: dict[str, ParamSpec] = {
         "Qwen2.5-VL checkpoint: hub id (cached) or local directory.",
         True,
     ),
-    "caption_prompt": (DEFAULT_PROMPT, "Instruction given with every image.", False),
+    "caption_prompt": (
+        DEFAULT_PROMPT,
+        "Instruction given with every image (at most caption_prompt_token_budget tokens).",
+        False,
+    ),
+    "caption_prompt_token_budget": (
+        DEFAULT_PROMPT_TOKEN_BUDGET,
+        "Most tokens an instruction (caption_prompt, a question) may have: the static KV cache of "
+        "compiled decoding is sized for it at configure, so a prompt change within it never recompiles.",
+        True,
+    ),
     "caption_max_new_tokens": (64, "Most tokens generated per caption.", True),
     "caption_min_pixels": (0, "Smallest resized image area in px (0 = the checkpoint's).", True),
     "caption_max_pixels": (
@@ -43,7 +54,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     ),
     "caption_attn_implementation": (
         "auto",
-        "auto (flash_attention_2 if installed, else sdpa), sdpa, eager or flash_attention_2.",
+        "auto (flash_attention_2 if installed and decoding is not compiled, else sdpa), sdpa, eager or "
+        "flash_attention_2 (not with caption_compile on: it recompiles every token).",
         True,
     ),
     "caption_period": (

@@ -68,6 +68,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         "frame size, checked against eager once): auto (on for the torch backend on CUDA), on or off.",
         True,
     ),
+    "cuda_graphs_memory_mb": (
+        0.0,
+        "Most memory the CUDA graphs may hold, MB (static buffers and their share of the graph pool); "
+        "least recently used graphs are dropped past it (0 = a tenth of the device's memory).",
+        True,
+    ),
     "max_batch": (8, "Most frames (cameras) per engine call.", False),
     "template": (
         list(DEFAULT_TEMPLATES),
@@ -285,16 +291,20 @@ class ClipNode(WorkerNode):
     @contextmanager
     def _batch_failures(self, frames: list[Frame]) -> Iterator[None]:
         """A batch that raises (CUDA out of memory, ...): its frames counted failed, the next batches
-        halved (BatchLimit) and, after running out of memory, the engine's cached memory released;
-        the exception goes on to the worker loop, which counts and logs it."""
+        halved (BatchLimit); the exception goes on to the worker loop, which counts and logs it (and,
+        after the `except`, calls `_out_of_memory`)."""
         try:
             with failures_counted(f.camera for f in frames):
                 yield
-        except Exception as exc:
+        except Exception:
             self.batch_limit.failed(len(frames))
-            if "OutOfMemory" in type(exc).__name__ and self.engine is not None:
-                self.engine.release_memory()
             raise
+
+    def _out_of_memory(self) -> None:
+        """The engine's graphs dropped (captured again at the smaller size) and its cache emptied."""
+        if self.engine is not None:
+            self.engine.release_memory()
+        super()._out_of_memory()
 
     def _publish(self, frame: Frame, result: FrameResult, s: ClipSettings) -> None:
         from av_scene_vlm.core.overlay import format_lines, overlay_heatmap
@@ -355,6 +365,7 @@ class ClipNode(WorkerNode):
                 "engine_time_p95_ms": f"{self._engine_time.get(0.95) * 1e3:.2f}",
                 "batches": self._batches,
                 "cuda_graphs": engine.graphs_state(),
+                **engine.graph_stats(),
                 "batch_limit": limit,
                 "failed_batches": self.batch_limit.failures,
                 "tasks": ",".join(t.name for t in engine.tasks),

@@ -145,6 +145,7 @@ def release_memory() -> None:
 
 
 NodeFactory = Callable[[], Node | None]
+FATAL_EXIT_CODE = 3  # a node stopped on a sticky device error (ros/worker_loop.py)
 
 
 def lifecycle_state(node: Node) -> str:
@@ -169,7 +170,8 @@ def run_nodes(
     A factory may return None to skip its node (scene_vlm with `enable_caption:=false`). All nodes
     share one executor; their model work runs on each node's own worker thread. The process ends with
     exit code 0 on SIGINT or SIGTERM at any moment (`signals`: rclpy's own handlers are off), or once
-    every node has been shut down (`ros2 lifecycle set ... shutdown`).
+    every node has been shut down (`ros2 lifecycle set ... shutdown`); with exit code 3 once a node
+    stopped on a sticky CUDA error (ros/worker_loop.py: the device is lost for the whole process).
 
     Why a SingleThreadedExecutor: every callback is O(1) (frames only go into a slot), and rclpy's
     MultiThreadedExecutor spins its wait loop in Python while a pool thread has yet to take a ready
@@ -226,9 +228,13 @@ def _start_and_spin(
     executor = SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
+    exit_code = 0
     try:
         while rclpy.ok() and not policy.stopping.is_set():
-            if all(lifecycle_state(n) == "finalized" for n in nodes):
+            lost = [n for n in nodes if getattr(n, "fatal_error", None) is not None]
+            if lost and all(lifecycle_state(n) == "finalized" for n in lost):
+                exit_code = FATAL_EXIT_CODE  # the device is lost for every node of this process
+            if exit_code or all(lifecycle_state(n) == "finalized" for n in nodes):
                 grace = time.monotonic() + 1.0  # let the last replies and events go out
                 while rclpy.ok() and time.monotonic() < grace:
                     executor.spin_once(timeout_sec=0.1)
@@ -243,8 +249,8 @@ def _start_and_spin(
         logger.info(f"stopped with {', '.join(busy)} still busy")
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(exit_code)
+    return exit_code
 
 
 def _close(nodes: Sequence[Node], executor: object | None, wait: float | None) -> list[str]:

@@ -13,7 +13,9 @@ around their model; the nodes themselves only wire a model to it.
   and the memory the worker and the subscriptions freed is given back (`release_memory`: without it
   glibc keeps it in per-thread arenas and every cycle added ~20 MB of RSS in the soak);
 - cleanup: the model (`_release`), publishers and cameras dropped and the memory given back
-  (`release_memory`); shutdown does what its state needs, from any state.
+  (`release_memory`); shutdown does what its state needs, from any state;
+- the worker loop and what a failed step leads to (out of memory, a sticky CUDA error: FATAL, the
+  lifecycle's error state, exit code 3) are in ros/worker_loop.py.
 
 The worker's share: `take_frames` (newest frames, skipped before decoding when the node says so,
 decoded with bad frames counted and logged), `finish` (per-frame bookkeeping) and the diagnostics
@@ -53,8 +55,10 @@ from av_scene_vlm.ros.parameters import (
     set_read_only,
     typed_values,
 )
+from av_scene_vlm.ros.worker_loop import WorkerLoop
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+ERROR = TransitionCallbackReturn.ERROR
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -74,7 +78,7 @@ class Frame:
     picked: float  # the worker took it
 
 
-class WorkerNode(LifecycleNode):
+class WorkerNode(WorkerLoop, LifecycleNode):
     """See the module docstring. Subclasses set the class attributes and implement `_configure`,
     `_release`, `_step` and `_status`; `_activate`, `_deactivate` and `_apply` are optional."""
 
@@ -96,6 +100,8 @@ class WorkerNode(LifecycleNode):
         self.inputs: CameraInputs | None = None
         self.worker_errors = WorkerErrors()
         self.transition_error: Exception | None = None  # why the last transition failed
+        self.fatal_error: BaseException | None = None  # the sticky device error that stopped the node
+        self._fatal_signal = self.create_guard_condition(self._enter_error_state)
         self._pubs: dict[str, dict[str, Any]] = {}  # camera topic -> leaf -> publisher
         self._publishers_made: list[Any] = []
         self._worker: threading.Thread | None = None
@@ -231,7 +237,8 @@ class WorkerNode(LifecycleNode):
         self._stop_taking_frames(timeout=None)  # a step in progress finishes and publishes first
         self._deactivate()
         release_memory()  # the frames, buffers and readers just dropped: back to the system
-        return super().on_deactivate(state)
+        result = super().on_deactivate(state)
+        return ERROR if self.fatal_error is not None else result
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown()
@@ -247,7 +254,8 @@ class WorkerNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_taking_frames(timeout=self.STOP_TIMEOUT_S)
         self._teardown()
-        return SUCCESS  # back to unconfigured
+        # Back to unconfigured, unless the device is lost for this process: then Finalized.
+        return FAILURE if self.fatal_error is not None else SUCCESS
 
     def _teardown(self) -> None:
         """Drop what configure made: the model (subclass), publishers, cameras, settings; free memory."""
@@ -314,6 +322,8 @@ class WorkerNode(LifecycleNode):
     def _run(self) -> None:
         """The worker thread; subclasses that set thread-local state first override and call this."""
         self._loop()
+        if self.fatal_error is not None:
+            return  # nothing in flight can finish on a lost device
         try:
             self._drain()
         except Exception as exc:  # e.g. publishing while the context shuts down: no thread traceback
@@ -322,19 +332,6 @@ class WorkerNode(LifecycleNode):
 
     def _drain(self) -> None:
         """The worker is stopping (deactivate, shutdown): finish work still in flight."""
-
-    def _loop(self) -> None:
-        """Call `_step` until the node stops. An exception is counted, logged (at most every 5 s) and
-        the loop goes on: one bad frame or a transient CUDA error must not kill the worker."""
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception as exc:
-                self.worker_errors.record(exc)
-                self.get_logger().error(
-                    f"{self.WORKER_WHAT} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
-                )
-                time.sleep(0.1)
 
     def _step(self) -> None:
         raise NotImplementedError
