@@ -1,4 +1,5 @@
-"""The image-tower runtime options (`backend`, `onnx_providers`, `onnx_threads`, `cuda_graphs`),
+"""The image-tower runtime options (`backend`, `onnx_providers`, `onnx_threads`, `cuda_graphs`;
+`precision` in core/precision.py),
 checked without torch.
 
 Why a module of its own: the nodes and CLIs validate these before their heavy imports, so a typo
@@ -84,10 +85,21 @@ def check_cuda_graphs(mode: str) -> str:
 
 
 def check_options(
-    backend: str, providers: Sequence[str] | str | None, threads: int, cuda_graphs: str = "auto"
+    backend: str,
+    providers: Sequence[str] | str | None,
+    threads: int,
+    cuda_graphs: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """All the engine's runtime options at once (node start-up, CLI), before any model is loaded."""
+    from .precision import check_precision  # imports this module: deferred
+
     check_backend(backend)
+    check_precision(precision)
+    if check_precision(precision) == "int8" and check_backend(backend) == "torch":
+        raise BackendError("precision int8 runs on backend onnxruntime (or auto), not torch")
+    if check_precision(precision) == "bf16" and check_backend(backend) == "onnxruntime":
+        raise BackendError("precision bf16 runs on backend torch (or auto), not onnxruntime")
     normalize_providers(providers)
     check_threads(threads)
     check_cuda_graphs(cuda_graphs)

@@ -61,14 +61,16 @@ class ZeroShotEngine:
         onnx_cache_dir: str | Path | None = None,
         cuda_graphs: str = "auto",
         graph_capture: Capture | None = None,
+        precision: str = "auto",
     ) -> None:
         """`backend`: 'auto' (onnxruntime on a CPU where it is installed, else torch), 'torch' or
         'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py).
 
         `cuda_graphs`: 'auto' (on for the torch tower on CUDA), 'on' or 'off'. `graph_capture`
-        replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture runs the graph machinery
-        on a CPU, which is how it is tested there)."""
-        check_options(backend, onnx_providers, onnx_threads, cuda_graphs)  # fails before the model loads
+        replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture tests it on a CPU).
+
+        `precision`: the image tower's on a CPU: fp32, bf16, int8 or auto (core/precision.py)."""
+        check_options(backend, onnx_providers, onnx_threads, cuda_graphs, precision)  # before the model loads
         graphs_mode = check_mode(cuda_graphs)
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
         self.model = self.clip.model
@@ -77,8 +79,9 @@ class ZeroShotEngine:
         self.dtype = self.clip.dtype
         ip = getattr(self.clip.processor, "image_processor", self.clip.processor)
         self.preprocess = Preprocessor(PreprocessSpec.from_image_processor(ip), self.device, self.dtype)
-        self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir)
+        self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir, precision)
         self.backend: str = self._tower.name  # "torch" or "onnxruntime"
+        self.precision, self.precision_reason = self._tower.choice.precision, self._tower.choice.reason
         self.providers: list[str] = list(getattr(self._tower, "providers", []))
         self._uploader = Uploader(self.device)
         self.graphs = self._graph_set(graphs_mode, graph_capture)
@@ -204,7 +207,7 @@ class ZeroShotEngine:
         return pack_scores(emb, patch, labels, layout)
 
     def backend_info(self) -> dict[str, object]:
-        """The backend in use and, for onnxruntime, its providers, threads and graph (for logs)."""
+        """The backend and precision in use and, for onnxruntime, its providers, threads and graph."""
         info = self._tower.describe()
         info["cuda_graphs"] = self.graphs_state()
         return info

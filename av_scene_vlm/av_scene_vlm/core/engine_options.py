@@ -50,6 +50,7 @@ class EngineOptions:
     onnx_providers: tuple[str, ...] = ("auto",)
     onnx_threads: int = 0
     cuda_graphs: str = "auto"
+    precision: str = "auto"
     extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -65,7 +66,7 @@ class EngineOptions:
 
     def validate(self) -> None:
         """Every option valid (BackendError), without torch and without looking for the model."""
-        check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs)
+        check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs, self.precision)
 
     def check(self, validated: bool = False) -> None:
         """Every option valid (unless already `validated`) and the model there (BackendError /
