@@ -25,6 +25,7 @@ from av_scene_vlm.cli.common import (
     run_guarded,
     tasks_and_templates,
 )
+from av_scene_vlm.core.agreement import Bounds
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -43,6 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_task_arguments(parser)
     add_clip_args(parser, precision=False)
+    defaults = Bounds()
+    bounds = parser.add_argument_group("bounds (the defaults hold for ViT-B/32 int8; see docs/PRECISION.md)")
+    bounds.add_argument(
+        "--min-cos-mean", type=float, default=defaults.cos_mean, help="(default: %(default)s)"
+    )
+    bounds.add_argument("--min-cos", type=float, default=defaults.cos_min, help="(default: %(default)s)")
+    bounds.add_argument(
+        "--max-dp", type=float, default=defaults.max_dp, help="max |delta p| (default: %(default)s)"
+    )
+    bounds.add_argument(
+        "--min-top1",
+        type=float,
+        default=defaults.top1,
+        help="top-1 agreement per task (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=8, help="images per tower call (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument(
@@ -103,8 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     ref = embed_all(reference.encode_images, frames, args.batch)
     got = embed_all(encode, frames, args.batch)
     label_sets = dict(zip([t.name for t in reference.tasks], reference.label_embeddings(), strict=True))
+    bounds = Bounds(args.min_cos_mean, args.min_cos, args.max_dp, args.min_top1)
     result = compare(
-        ref, got, label_sets, reference.logit_scale, "graph" if args.graph else candidate.precision
+        ref, got, label_sets, reference.logit_scale, "graph" if args.graph else candidate.precision, bounds
     )
     recorded = None if args.graph or args.no_record else _record(candidate, result)
     if args.json:
