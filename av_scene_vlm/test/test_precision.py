@@ -195,7 +195,7 @@ def test_check_precision_fails_on_a_broken_graph(tiny_clip, frames, tmp_path, ca
         )
         == 0
     )
-    assert "image tower (int8)" in capsys.readouterr().out
+    assert "s (int8)" in capsys.readouterr().out
     graph = bundle / "image_tower.onnx"
     images = write_images(tmp_path, frames)
     check = [

@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     diff = verify_bundle(engine, out, frame)
     how = "from the cache" if written["cache_hit"] else "exported"
-    print(f"image tower ({graph_precision}) {how} in {written['seconds']:.1f} s")
+    print(f"image tower {how} in {written['seconds']:.1f} s ({graph_precision})")
     for path in written["files"]:
         print(f"wrote {path}")
     if diff is not None:
