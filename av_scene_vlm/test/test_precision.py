@@ -279,3 +279,30 @@ def test_clip_node_reports_its_precision(ros, tiny_clip, cache, monkeypatch, cap
     assert wait_for(lambda: engine_values().get("precision") == "bf16"), engine_values()
     assert engine_values()["precision_reason"] == "requested"
     assert "image tower: torch, precision bf16 (requested)" in capfd.readouterr().err
+
+
+@needs_ort
+def test_bag_tool_takes_the_precision(tiny_clip, tmp_path, rng, cache, capsys) -> None:
+    from test_onnx_frontends import _write_bag
+
+    drive = tmp_path / "drive"
+    _write_bag(drive, rng)
+    rows = {}
+    for precision in ("fp32", "int8"):
+        summary = tmp_path / f"{precision}.json"
+        args = ["bag", str(drive), str(tmp_path / f"out-{precision}"), "--labels", "car", "truck", "bus"]
+        args += [
+            "--model",
+            str(tiny_clip),
+            "--precision",
+            precision,
+            "--summary",
+            str(summary),
+            "--no-progress",
+        ]
+        assert main(args) == 0, capsys.readouterr().err
+        rows[precision] = json.loads(summary.read_text())["frames"]
+    precisions = {json.loads((p / "meta.json").read_text())["precision"] for p in cache.iterdir()}
+    assert precisions == {"fp32", "int8"}  # the int8 run built and used its own graph
+    for a, b in zip(rows["fp32"], rows["int8"], strict=True):
+        assert a["tasks"]["default"]["label"] == b["tasks"]["default"]["label"]
