@@ -39,7 +39,8 @@ def quiet_hub() -> None:
 
 
 PRECISION_HELP = (
-    "image tower precision on a CPU: fp32, bf16 (torch autocast), int8 (onnxruntime, int8 weights) or "
+    "image tower precision on a CPU: fp32, bf16 (torch, a bfloat16 copy of the tower), int8 "
+    "(onnxruntime, int8 weights) or "
     "auto = fp32 unless check-precision passed a faster one for this model and the CPU has its "
     "instructions (docs/PRECISION.md) (default: %(default)s)"
 )

@@ -63,7 +63,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "onnx_threads": (0, "ONNX Runtime intra-op threads (0 = as many as torch uses).", True),
     "precision": (
         "auto",
-        "Image tower precision on a CPU: fp32, bf16 (torch autocast), int8 (onnxruntime, int8 weights) or "
+        "Image tower precision on a CPU: fp32, bf16 (torch, a bfloat16 copy of the tower), int8 "
+        "(onnxruntime, int8 weights) or "
         "auto (fp32 unless check-precision passed a faster one for this model and the CPU has its "
         "instructions; docs/PRECISION.md). Text embeddings stay fp32.",
         True,
