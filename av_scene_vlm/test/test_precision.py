@@ -269,12 +269,7 @@ def test_clip_node_reports_its_precision(ros, tiny_clip, cache, monkeypatch, cap
     probe.listen(DiagnosticArray, "/diagnostics")
     spinner.start()
 
-    def engine_values() -> dict[str, str]:
-        for arr in reversed(probe.messages("/diagnostics")):
-            for status in arr.status:
-                if status.name.endswith(": engine"):
-                    return {kv.key: kv.value for kv in status.values}
-        return {}
+    engine_values = probe.status_values
 
     assert wait_for(lambda: engine_values().get("precision") == "bf16"), engine_values()
     assert engine_values()["precision_reason"] == "requested"
