@@ -113,9 +113,16 @@ def export_graph(clip: Any, path: str | Path, precision: str = "fp32") -> None:
             "exporting to ONNX needs the 'onnx' and 'onnxscript' packages: pip install 'av_scene_vlm[onnx]'"
         ) from exc
     if precision == "int8":
-        from .onnx_quantize import export_int8
+        try:
+            from .onnx_quantize import export_int8
 
-        export_int8(ImageTower(clip).eval(), _dummy(clip), Path(path), INPUT, OUTPUTS, OPSET)
+            export_int8(ImageTower(clip).eval(), _dummy(clip), Path(path), INPUT, OUTPUTS, OPSET)
+        except ImportError as exc:
+            raise ExportError(
+                "precision int8 needs the onnxruntime package: pip install 'av_scene_vlm[onnx]'"
+            ) from exc
+        except Exception as exc:  # exporter and quantizer failures come in many types; one clear error
+            raise ExportError(f"cannot build the int8 image tower: {type(exc).__name__}: {exc}") from exc
         return
     if precision != "fp32":
         raise ExportError(f"an ONNX graph is fp32 or int8, not {precision}")

@@ -28,17 +28,12 @@ def export_int8(
     outputs: Sequence[str],
     opset: int,
 ) -> None:
-    """Export `tower` (fp32) with the TorchScript exporter next to `path`, quantize it into `path`."""
-    from .onnx_export import ExportError
+    """Export `tower` (fp32) with the TorchScript exporter next to `path`, quantize it into `path`.
+    Errors propagate as raised (ImportError without onnxruntime); onnx_export makes them one ExportError."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:
-        raise ExportError(
-            "precision int8 needs the onnxruntime package: pip install 'av_scene_vlm[onnx]'"
-        ) from exc
     if dummy.dtype != torch.float32:
-        raise ExportError(f"precision int8 quantizes a float32 model, not {dummy.dtype}")
+        raise ValueError(f"precision int8 quantizes a float32 model, not {dummy.dtype}")
     quiet = _Quiet()  # the quantizer's advice to pre-process goes to the root logger, every time
     logging.getLogger().addFilter(quiet)
     source = path.with_name(path.stem + ".fp32-source.onnx")
@@ -63,8 +58,6 @@ def export_int8(
                 per_channel=True,
                 op_types_to_quantize=["MatMul"],
             )
-    except Exception as exc:  # exporter and quantizer failures come in many types; one clear error
-        raise ExportError(f"cannot build the int8 image tower: {type(exc).__name__}: {exc}") from exc
     finally:
         logging.getLogger().removeFilter(quiet)
         with contextlib.suppress(OSError):

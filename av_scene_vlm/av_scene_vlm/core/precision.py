@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backend_options import BackendError
+from .backend_options import PRECISIONS, check_precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "qint8": "int8"}
+__all__ = ["PRECISIONS", "check_precision"]  # re-exported: checked with the other options
 FLAGS_ENV = "AV_SCENE_VLM_CPU_FLAGS"
 # /proc/cpuinfo flags that make a precision faster than fp32 (any one of them).
 NEEDS = {
@@ -29,15 +28,6 @@ NEEDS = {
     "bf16": ("avx512_bf16", "amx_bf16"),
 }
 AGREEMENT_DIR = "agreement"
-
-
-def check_precision(precision: str) -> str:
-    """'auto', 'fp32', 'bf16' or 'int8' (case-insensitive; float32 / bfloat16 also accepted)."""
-    key = str(precision or "auto").strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in PRECISIONS:
-        raise BackendError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
-    return key
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
