@@ -92,9 +92,12 @@ def _graph_encoder(path: str, engine, threads: int):  # -> Callable[[frames], np
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's load errors have no common base class
         raise CliError(f"--graph '{path}': ONNX Runtime cannot load it: {exc}") from None
-    return lambda frames: session.run([OUTPUTS[0]], {INPUT: engine.preprocess(frames).float().cpu().numpy()})[
-        0
-    ]
+
+    def encode(frames):  # -> np.ndarray (N, D)
+        pixels = engine.preprocess(frames).float().cpu().numpy()
+        return session.run([OUTPUTS[0]], {INPUT: pixels})[0]
+
+    return encode
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     frames = read_images(paths)
     from av_scene_vlm.core.agreement import compare, embed_all
 
-    args.precision = "fp32" if args.graph else args.precision
+    if args.graph:  # the graph is the candidate: the engine only loads the model (no graph of its own)
+        args.precision, args.backend = "fp32", "torch"
     candidate = make_engine(args, tasks, templates)
     from av_scene_vlm.core.engine import ZeroShotEngine
 
