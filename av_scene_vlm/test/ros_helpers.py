@@ -158,6 +158,14 @@ class Probe(Node):
         with self._lock:
             return list(self.received.get(topic, []))
 
+    def status_values(self, suffix: str = ": engine") -> dict[str, str]:
+        """The key/values of the newest /diagnostics status whose name ends with `suffix` ({} if none)."""
+        for arr in reversed(self.messages("/diagnostics")):
+            for status in arr.status:
+                if status.name.endswith(suffix):
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
     def camera_publisher(self, msg_type, topic: str, depth: int = 10):
         return self.create_publisher(
             msg_type, topic, QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)

@@ -228,15 +228,11 @@ def test_clip_node_runs_onnxruntime_and_reports_it(ros, tiny_clip, rng, tmp_path
         msg.results[0].probabilities, reference.classify(frame)[0].tasks[0].probabilities, atol=1e-4
     )
 
-    def engine_values() -> dict[str, str]:
-        for arr in reversed(probe.messages("/diagnostics")):
-            for status in arr.status:
-                if status.name.endswith(": engine"):
-                    return {kv.key: kv.value for kv in status.values}
-        return {}
+    engine_values = probe.status_values
 
     assert wait_for(lambda: engine_values().get("backend") == "onnxruntime"), engine_values()
     assert engine_values()["onnx_providers"] == "CPUExecutionProvider"
+    assert engine_values()["precision"] == "fp32"  # auto, and no check-precision has passed here
     assert "image tower: onnxruntime ['CPUExecutionProvider'], 1 threads" in capfd.readouterr().err
 
 

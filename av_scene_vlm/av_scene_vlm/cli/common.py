@@ -38,9 +38,20 @@ def quiet_hub() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False) -> None:
+PRECISION_HELP = (
+    "image tower precision on a CPU: fp32, bf16 (torch, a bfloat16 copy of the tower), int8 "
+    "(onnxruntime, int8 weights) or "
+    "auto = fp32 unless check-precision passed a faster one for this model and the CPU has its "
+    "instructions (docs/PRECISION.md) (default: %(default)s)"
+)
+
+
+def add_clip_args(
+    parser: argparse.ArgumentParser, recorded_model: bool = False, precision: bool = True
+) -> None:
     """--model/--device/--dtype and the image-tower backend options for CLIP-based commands
-    (`recorded_model`: the model defaults to the one the searched embeddings were computed with)."""
+    (`recorded_model`: the model defaults to the one the searched embeddings were computed with;
+    `precision`: add --precision, which check-precision defines its own way)."""
     if recorded_model:
         parser.add_argument(
             "--model",
@@ -80,6 +91,10 @@ def add_clip_args(parser: argparse.ArgumentParser, recorded_model: bool = False)
         help="replay preprocessing + image tower as CUDA graphs: auto = on with torch on CUDA "
         "(default: %(default)s)",
     )
+    if precision:
+        parser.add_argument(
+            "--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"), help=PRECISION_HELP
+        )
 
 
 def add_max_frame_pixels_arg(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", help="float32 | float16 (on CUDA) (default: %(default)s)"
     )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "int8"),
+        help="graph precision: fp32 (for TensorRT) or int8 (MatMul weights int8, for vehicles running "
+        "ONNX Runtime on a CPU; check it with check-precision --graph) (default: %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite files already in DIR")
 
 
@@ -48,13 +55,16 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"'{out}' already holds {', '.join(clash)}; pass --force to overwrite")
     tasks, templates = ([], None) if args.no_labels else tasks_and_templates(args)
     args.backend = "torch"  # the graph is exported from the torch model; no session needed
+    graph_precision, args.precision = args.precision, "fp32"  # the engine stays the fp32 reference
+    if graph_precision == "int8" and args.dtype not in ("float32", "fp32", "auto"):
+        raise CliError(f"--precision int8 quantizes a float32 model, not --dtype {args.dtype}")
     engine = make_engine(args, tasks, templates)
     quiet_hub()
     from av_scene_vlm.core.models import ModelLoadError
     from av_scene_vlm.core.onnx_bundle import verify_bundle, write_bundle
 
     try:
-        written = write_bundle(engine, out)
+        written = write_bundle(engine, out, precision=graph_precision)
     except ModelLoadError as exc:  # ExportError: exporter missing or model not exportable
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -64,12 +74,18 @@ def _run(args: argparse.Namespace) -> int:
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     diff = verify_bundle(engine, out, frame)
     how = "from the cache" if written["cache_hit"] else "exported"
-    print(f"image tower {how} in {written['seconds']:.1f} s")
+    print(f"image tower {how} in {written['seconds']:.1f} s ({graph_precision})")
     for path in written["files"]:
         print(f"wrote {path}")
     if diff is not None:
-        print(f"checked with onnxruntime: max |image embedding difference| vs torch = {diff:.2e}")
+        print(f"checked with onnxruntime: max |image embedding difference| vs torch fp32 = {diff:.2e}")
     side = engine.preprocess.spec.crop_height
+    if graph_precision == "int8":
+        print(
+            "int8: check its agreement on your images: "
+            f"av-scene-vlm check-precision --graph {out / _FILES[0]} IMAGES..."
+        )
+        return 0
     print(
         "TensorRT: trtexec --onnx="
         f"{out / _FILES[0]} --saveEngine={out / 'image_tower.plan'} --fp16 "

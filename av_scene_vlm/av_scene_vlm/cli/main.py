@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Find the frames of a bag, or of a fleet index, matching a sentence.",
     ),
     "index": ("av_scene_vlm.cli.index", "Index every frame of many bags into a searchable vector store."),
+    "check-precision": (
+        "av_scene_vlm.cli.check_precision",
+        "Compare an image-tower precision (int8, bf16) with fp32 on your images and labels.",
+    ),
     "export": (
         "av_scene_vlm.cli.export",
         "Write the ONNX image tower, its preprocessing and label embeddings (for TensorRT).",

@@ -1,4 +1,5 @@
-"""The image-tower runtime options (`backend`, `onnx_providers`, `onnx_threads`, `cuda_graphs`),
+"""The image-tower runtime options (`backend`, `onnx_providers`, `onnx_threads`, `cuda_graphs`;
+`precision` in core/precision.py),
 checked without torch.
 
 Why a module of its own: the nodes and CLIs validate these before their heavy imports, so a typo
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from .models import ModelLoadError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the image tower's; `auto` is decided in core/precision.py
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "qint8": "int8"}
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 _SWITCH = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 # Short names users type -> ONNX Runtime's provider names (full names are accepted as they are).
@@ -36,6 +39,15 @@ def check_backend(backend: str) -> str:
     key = {"onnx": "onnxruntime", "ort": "onnxruntime"}.get(key, key)
     if key not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    return key
+
+
+def check_precision(precision: str) -> str:
+    """'auto', 'fp32', 'bf16' or 'int8' (case-insensitive; float32 / bfloat16 also accepted)."""
+    key = str(precision or "auto").strip().lower()
+    key = _PRECISION_ALIASES.get(key, key)
+    if key not in PRECISIONS:
+        raise BackendError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
     return key
 
 
@@ -84,10 +96,19 @@ def check_cuda_graphs(mode: str) -> str:
 
 
 def check_options(
-    backend: str, providers: Sequence[str] | str | None, threads: int, cuda_graphs: str = "auto"
+    backend: str,
+    providers: Sequence[str] | str | None,
+    threads: int,
+    cuda_graphs: str = "auto",
+    precision: str = "auto",
 ) -> None:
     """All the engine's runtime options at once (node start-up, CLI), before any model is loaded."""
     check_backend(backend)
+    check_precision(precision)
+    if check_precision(precision) == "int8" and check_backend(backend) == "torch":
+        raise BackendError("precision int8 runs on backend onnxruntime (or auto), not torch")
+    if check_precision(precision) == "bf16" and check_backend(backend) == "onnxruntime":
+        raise BackendError("precision bf16 runs on backend torch (or auto), not onnxruntime")
     normalize_providers(providers)
     check_threads(threads)
     check_cuda_graphs(cuda_graphs)

@@ -62,6 +62,7 @@ class ZeroShotEngine:
         cuda_graphs: str = "auto",
         graph_capture: Capture | None = None,
         cuda_graphs_memory_mb: float = 0,
+        precision: str = "auto",
     ) -> None:
         """`backend`: 'auto' (onnxruntime on a CPU where it is installed, else torch), 'torch' or
         'onnxruntime'; the onnx_* options apply to the latter (see core/backends.py).
@@ -69,8 +70,10 @@ class ZeroShotEngine:
         `cuda_graphs`: 'auto' (on for the torch tower on CUDA), 'on' or 'off'. `graph_capture`
         replaces the CUDA graph capture (core/cuda_graphs.py: EagerCapture runs the graph machinery
         on a CPU, which is how it is tested there); `cuda_graphs_memory_mb`: what the graphs may hold
-        (0: a tenth of the device), least recently used ones dropped past it."""
-        check_options(backend, onnx_providers, onnx_threads, cuda_graphs)  # fails before the model loads
+        (0: a tenth of the device), least recently used ones dropped past it.
+
+        `precision`: the image tower's on a CPU: fp32, bf16, int8 or auto (core/precision.py)."""
+        check_options(backend, onnx_providers, onnx_threads, cuda_graphs, precision)  # before the model loads
         graphs_mode = check_mode(cuda_graphs)
         self.clip = model if isinstance(model, LoadedClip) else load_clip(model, device, dtype)
         self.model = self.clip.model
@@ -79,8 +82,9 @@ class ZeroShotEngine:
         self.dtype = self.clip.dtype
         ip = getattr(self.clip.processor, "image_processor", self.clip.processor)
         self.preprocess = Preprocessor(PreprocessSpec.from_image_processor(ip), self.device, self.dtype)
-        self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir)
+        self._tower = build_tower(self.clip, backend, onnx_providers, onnx_threads, onnx_cache_dir, precision)
         self.backend: str = self._tower.name  # "torch" or "onnxruntime"
+        self.precision, self.precision_reason = self._tower.choice.precision, self._tower.choice.reason
         self.providers: list[str] = list(getattr(self._tower, "providers", []))
         self._uploader = Uploader(self.device)
         compare = lambda a, b, key: max_probability_error(a, b, key[-1], self.logit_scale)  # noqa: E731
@@ -198,7 +202,7 @@ class ZeroShotEngine:
         return pack_scores(emb, patch, labels, layout)
 
     def backend_info(self) -> dict[str, object]:
-        """The backend in use and, for onnxruntime, its providers, threads and graph (for logs)."""
+        """The backend and precision in use and, for onnxruntime, its providers, threads and graph."""
         info = self._tower.describe()
         info["cuda_graphs"] = self.graphs_state()
         return info

@@ -52,6 +52,7 @@ class EngineOptions:
     onnx_threads: int = 0
     cuda_graphs: str = "auto"
     cuda_graphs_memory_mb: float = 0.0
+    precision: str = "auto"
     extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -67,7 +68,7 @@ class EngineOptions:
 
     def validate(self) -> None:
         """Every option valid (BackendError), without torch and without looking for the model."""
-        check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs)
+        check_options(self.backend, self.onnx_providers, self.onnx_threads, self.cuda_graphs, self.precision)
         if self.cuda_graphs_memory_mb < 0:
             raise ValueError(
                 f"cuda_graphs_memory_mb must be >= 0 (0 = auto), got {self.cuda_graphs_memory_mb:g}"

@@ -21,7 +21,7 @@ PREPROCESS_FILE = "preprocess.json"
 LABELS_FILE = "labels.json"
 
 
-def preprocess_info(engine: Any) -> dict[str, Any]:
+def preprocess_info(engine: Any, precision: str = "fp32") -> dict[str, Any]:
     """The graph's input/outputs and the preprocessing that turns a uint8 RGB frame into its input."""
     spec = engine.preprocess.spec
     vc = engine.model.config.vision_config
@@ -60,7 +60,7 @@ def preprocess_info(engine: Any) -> dict[str, Any]:
             "std": list(spec.std),
             "formula": "pixel = (uint8 * rescale_factor - mean) / std, per channel",
         },
-        "onnx": {"file": GRAPH_FILE, "opset": OPSET, "versions": versions()},
+        "onnx": {"file": GRAPH_FILE, "opset": OPSET, "precision": precision, "versions": versions()},
     }
 
 
@@ -84,13 +84,16 @@ def labels_info(engine: Any) -> dict[str, Any]:
     }
 
 
-def write_bundle(engine: Any, out: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Write image_tower.onnx, preprocess.json and (when the engine has tasks) labels.json to `out`."""
+def write_bundle(
+    engine: Any, out: str | Path, cache_dir: str | Path | None = None, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Write image_tower.onnx (fp32, or int8 for vehicles that run ONNX Runtime on a CPU),
+    preprocess.json and (when the engine has tasks) labels.json to `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph = cached_graph(engine.model, engine.model_id, cache_dir)
+    graph = cached_graph(engine.model, engine.model_id, cache_dir, precision=precision)
     shutil.copyfile(graph.path, out / GRAPH_FILE)
-    info = preprocess_info(engine)
+    info = preprocess_info(engine, precision)
     (out / PREPROCESS_FILE).write_text(json.dumps(info, indent=2) + "\n")
     written = [out / GRAPH_FILE, out / PREPROCESS_FILE]
     if engine.tasks:

@@ -77,11 +77,13 @@ class ImageTower(torch.nn.Module):
         return emb, patch  # type: ignore[return-value]
 
 
-def cache_key(clip: Any) -> str:
-    """sha256 of the tower's weights, config and dtype, the graph format and the package versions."""
+def cache_key(clip: Any, precision: str = "fp32") -> str:
+    """sha256 of the tower's weights, config and dtype, the graph's precision (fp32 or int8), the graph
+    format and the package versions (onnxruntime's among them: its quantizer writes the int8 graph)."""
     h = hashlib.sha256()
     head = {
         "format": GRAPH_FORMAT,
+        "precision": precision,
         "opset": OPSET,
         "versions": versions(),
         "class": type(clip).__name__,
@@ -97,8 +99,9 @@ def cache_key(clip: Any) -> str:
     return h.hexdigest()
 
 
-def export_graph(clip: Any, path: str | Path) -> None:
-    """Write the image tower of `clip` (on its device and dtype) as one ONNX file at `path`.
+def export_graph(clip: Any, path: str | Path, precision: str = "fp32") -> None:
+    """Write the image tower of `clip` (on its device and dtype) as one ONNX file at `path`; `precision`
+    int8: its MatMul weights quantized per channel (core/onnx_quantize.py).
 
     Deterministic: the same model and versions give byte-identical files. Needs `onnxscript`
     (torch's exporter); nothing is downloaded.
@@ -109,10 +112,21 @@ def export_graph(clip: Any, path: str | Path) -> None:
         raise ExportError(
             "exporting to ONNX needs the 'onnx' and 'onnxscript' packages: pip install 'av_scene_vlm[onnx]'"
         ) from exc
-    size = int(getattr(clip.config.vision_config, "image_size", 224))
-    param = next(clip.vision_model.parameters())
-    # Batch 2, not 1: the exporter would specialise a batch of 1 into the graph.
-    dummy = torch.zeros(2, 3, size, size, dtype=param.dtype, device=param.device)
+    if precision == "int8":
+        try:
+            from .onnx_quantize import export_int8
+
+            export_int8(ImageTower(clip).eval(), _dummy(clip), Path(path), INPUT, OUTPUTS, OPSET)
+        except ImportError as exc:
+            raise ExportError(
+                "precision int8 needs the onnxruntime package: pip install 'av_scene_vlm[onnx]'"
+            ) from exc
+        except Exception as exc:  # exporter and quantizer failures come in many types; one clear error
+            raise ExportError(f"cannot build the int8 image tower: {type(exc).__name__}: {exc}") from exc
+        return
+    if precision != "fp32":
+        raise ExportError(f"an ONNX graph is fp32 or int8, not {precision}")
+    dummy = _dummy(clip)
     tower = ImageTower(clip).eval()
     with warnings.catch_warnings(), torch.no_grad(), torch.inference_mode(False):
         warnings.simplefilter("ignore")
@@ -133,6 +147,13 @@ def export_graph(clip: Any, path: str | Path) -> None:
             raise ExportError(f"cannot export the image tower to ONNX: {type(exc).__name__}: {exc}") from exc
 
 
+def _dummy(clip: Any) -> torch.Tensor:
+    """A traced input: batch 2, not 1 (the exporter would specialise a batch of 1 into the graph)."""
+    size = int(getattr(clip.config.vision_config, "image_size", 224))
+    param = next(clip.vision_model.parameters())
+    return torch.zeros(2, 3, size, size, dtype=param.dtype, device=param.device)
+
+
 @dataclass
 class CachedGraph:
     """Where the graph is, and what getting it cost."""
@@ -142,6 +163,7 @@ class CachedGraph:
     cache_hit: bool
     seconds: float  # export (miss) or hash + verify (hit)
     rebuilt: str = ""  # why a cached entry was rebuilt, if it was
+    precision: str = "fp32"
 
 
 def _sha256(path: Path) -> str:
@@ -169,22 +191,28 @@ def _check_entry(entry: Path, key: str) -> str:
 
 
 def cached_graph(
-    clip: Any, model_id: str = "", cache_dir: str | Path | None = None, *, rebuild: str = ""
+    clip: Any,
+    model_id: str = "",
+    cache_dir: str | Path | None = None,
+    *,
+    rebuild: str = "",
+    precision: str = "fp32",
 ) -> CachedGraph:
-    """The ONNX image tower of `clip` from the cache, exported into it first when missing or corrupt.
+    """The ONNX image tower of `clip` in `precision` (fp32 or int8) from the cache, exported into it
+    first when missing or corrupt (a new model, precision or package version is a new entry).
 
     `rebuild`: a reason to discard the entry even when it looks intact (ONNX Runtime could not load it).
     Concurrent processes are safe: each exports into a private folder and renames it into place.
     """
     t0 = time.perf_counter()
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    key = cache_key(clip)
+    key = cache_key(clip, precision)
     entry = root / key[:32]
     problem = rebuild
     if entry.exists() and not problem:
         problem = _check_entry(entry, key)
         if not problem:
-            return CachedGraph(entry / GRAPH_FILE, key, True, time.perf_counter() - t0)
+            return CachedGraph(entry / GRAPH_FILE, key, True, time.perf_counter() - t0, precision=precision)
     if entry.exists():
         log.warning("cached ONNX graph %s is corrupt (%s); rebuilding it", entry, problem)
         shutil.rmtree(entry, ignore_errors=True)
@@ -195,10 +223,11 @@ def cached_graph(
         raise ExportError(f"cannot write the ONNX cache '{root}': {exc}") from exc
     try:
         t_export = time.perf_counter()
-        export_graph(clip, tmp / GRAPH_FILE)
+        export_graph(clip, tmp / GRAPH_FILE, precision)
         meta = {
             "key": key,
             "model_id": model_id,
+            "precision": precision,
             "format": GRAPH_FORMAT,
             "opset": OPSET,
             "versions": versions(),
@@ -215,4 +244,4 @@ def cached_graph(
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
-    return CachedGraph(entry / GRAPH_FILE, key, False, time.perf_counter() - t0, problem)
+    return CachedGraph(entry / GRAPH_FILE, key, False, time.perf_counter() - t0, problem, precision)

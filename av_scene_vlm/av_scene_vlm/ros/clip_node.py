@@ -62,6 +62,14 @@ PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "onnx_threads": (0, "ONNX Runtime intra-op threads (0 = as many as torch uses).", True),
+    "precision": (
+        "auto",
+        "Image tower precision on a CPU: fp32, bf16 (torch, a bfloat16 copy of the tower), int8 "
+        "(onnxruntime, int8 weights) or "
+        "auto (fp32 unless check-precision passed a faster one for this model and the CPU has its "
+        "instructions; docs/PRECISION.md). Text embeddings stay fp32.",
+        True,
+    ),
     "cuda_graphs": (
         "auto",
         "Replay preprocessing + image tower + scoring as CUDA graphs (one per batch-size bucket and "
@@ -145,7 +153,7 @@ class ClipNode(WorkerNode):
             s.engine.check(validated=True)  # a missing model fails here, before torch is imported
             self.get_logger().info(
                 f"loading CLIP model '{s.engine.model}' (device={s.engine.device}, dtype={s.engine.dtype}, "
-                f"backend={s.engine.backend})"
+                f"backend={s.engine.backend}, precision={s.engine.precision})"
             )
             self.engine = s.engine.build(s.tasks, s.templates)
         else:
@@ -206,13 +214,15 @@ class ClipNode(WorkerNode):
         )
 
     def _backend_text(self) -> str:
-        """'torch' or 'onnxruntime [providers], N threads, graph ... (cached|exported in s)'."""
+        """'torch, precision P (why)' or 'onnxruntime [providers], N threads, precision P (why), graph ...
+        (cached|exported in s)'."""
         info = self.engine.backend_info()
+        precision = f"precision {info.get('precision')} ({info.get('precision_reason')})"
         if info.get("backend") != "onnxruntime":
-            return str(info.get("backend"))
+            return f"{info.get('backend')}, {precision}"
         how = "cached" if info.get("cache_hit") else f"exported in {info.get('graph_seconds')} s"
         return (
-            f"onnxruntime {info.get('providers')}, {info.get('threads')} threads, "
+            f"onnxruntime {info.get('providers')}, {info.get('threads')} threads, {precision}, "
             f"graph {info.get('graph')} ({how})"
         )
 
@@ -359,6 +369,8 @@ class ClipNode(WorkerNode):
                 "device": engine.device,
                 "dtype": dtype_name(engine.dtype),
                 "backend": engine.backend,
+                "precision": engine.precision,
+                "precision_reason": engine.precision_reason,
                 "onnx_providers": ",".join(engine.providers),
                 "processed_fps": f"{fps:.2f}",
                 "engine_time_p50_ms": f"{self._engine_time.get(0.5) * 1e3:.2f}",
