@@ -74,4 +74,6 @@ def test_torchvision_is_required_because_captions_are_on_by_default() -> None:
 
     assert PARAMETERS["enable_caption"][0] is True
     assert "torchvision" in _install_requires()
-    assert "<exec_depend>python3-torchvision</exec_depend>" in (PKG / "package.xml").read_text()
+    xml = (PKG / "package.xml").read_text()
+    assert '<exec_depend condition="$AV_SCENE_VLM_TORCH != apt">python3-torchvision-pip</exec_depend>' in xml
+    assert '<exec_depend condition="$AV_SCENE_VLM_TORCH == apt">python3-torchvision</exec_depend>' in xml

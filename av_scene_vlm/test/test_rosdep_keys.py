@@ -115,6 +115,7 @@ def test_the_packages_declare_what_the_code_needs() -> None:
         "python3-transformers-pip",
         "python3-rosbags-pip",
         "python3-torchvision",
+        "python3-torchvision-pip",
         "cv_bridge",
         "launch_testing",
     ):
