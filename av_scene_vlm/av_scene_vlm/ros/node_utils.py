@@ -41,7 +41,11 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
-    "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
+    "output_namespaces": (
+        [""],
+        "Per-camera output namespace; empty = '<camera ns>/scene', beside the resolved camera topic.",
+        True,
+    ),
     "max_frame_pixels": (
         DEFAULT_MAX_FRAME_PIXELS,
         "Largest frame accepted, width x height (default: 8K with headroom); a frame whose fields or "
