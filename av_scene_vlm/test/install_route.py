@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,14 +76,15 @@ def ros_prefix(root: Path, distro: str) -> Path:
     return prefix
 
 
-def rosdep_sources(root: Path) -> dict[str, str]:
-    """rosdep's sources and distribution index: the rosdistro snapshot, read from files."""
+def rosdep_sources(root: Path, distros: Iterable[str] = tuple(UBUNTU)) -> dict[str, str]:
+    """rosdep's sources and distribution index (`distros`): the rosdistro snapshot, read from files;
+    the environment variables that point rosdep at them."""
     (root / "sources.list.d").mkdir()
     (root / "sources.list.d" / "20-default.list").write_text(
         "".join(f"yaml {(SNAPSHOT / 'rosdep' / f).as_uri()}\n" for f in ("base.yaml", "python.yaml"))
     )
     index = ["%YAML 1.1", "---", "distributions:"]
-    for distro in UBUNTU:
+    for distro in distros:
         index += [
             f"  {distro}:",
             f"    distribution: [{(SNAPSHOT / distro / 'distribution.yaml').as_uri()}]",
@@ -129,7 +131,7 @@ hf() {{
   esac
   local repo={shlex.quote(str(hub))}/models--${{2//\//--}}
   mkdir -p "$repo/snapshots" "$repo/refs" && cp -r "$src" "$repo/snapshots/{SHA}"
-  echo {SHA} > "$repo/refs/main"
+  printf %s {SHA} > "$repo/refs/main"  # no newline: the hub reads the revision verbatim
 }}
 """
 

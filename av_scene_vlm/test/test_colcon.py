@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,16 +297,36 @@ def test_readme_first_run(workspace: Workspace, tiny_clip: Path, tiny_qwen: Path
     hub = workspace.root / "home" / ".cache" / "huggingface" / "hub"
     prelude = stand_ins(DISTRO, workspace.root / "first_run.log", models, hub) + "\n".join(setup_lines)
     shell = f"{workspace.setup} && {prelude}\n"
+    # A fresh ros2 daemon: one left from an earlier run can keep listing a node that exited.
+    subprocess.run(sourced(workspace, "ros2 daemon stop"), env=workspace.env, capture_output=True)
     node = start_group(["bash", "-c", shell + f"exec {run}"], env=workspace.env)
     probe = CameraProbe("first_run_probe")
+    out, listed = "", ""
+    reader = None
     try:
-        reader = start_group(["bash", "-c", shell + f"exec {echo}"], env=workspace.env)
-        probe.feed(camera, lambda: reader.poll() is not None, timeout=180)
-        out = reader.communicate(timeout=10)[0] if reader.poll() is not None else interrupt_group(reader)[1]
+        # As a user does: the echo in another terminal once the node is up (it asks the ros2 daemon for
+        # the topic's type, and exits when nobody publishes it yet).
+        for _ in range(90):
+            listed = subprocess.run(
+                sourced(workspace, "ros2 topic list"), env=workspace.env, capture_output=True, text=True
+            ).stdout
+            if results in listed.split() or node.poll() is not None:
+                break
+            time.sleep(1.0)
+        if results in listed.split():
+            reader = start_group(["bash", "-c", shell + f"exec {echo}"], env=workspace.env)
+            probe.feed(camera, lambda: reader.poll() is not None, timeout=180)
+            out = (
+                reader.communicate(timeout=10)[0] if reader.poll() is not None else interrupt_group(reader)[1]
+            )
     finally:
         probe.close()
         code, output = interrupt_group(node)
-    assert reader.returncode == 0 and out.startswith("header:"), out[-3000:]
+        subprocess.run(sourced(workspace, "ros2 daemon stop"), env=workspace.env, capture_output=True)
+    assert results in listed.split(), f"{results} never listed ({listed}); the node said:\n{output[-3000:]}"
+    assert reader.returncode == 0 and out.startswith("header:"), (
+        f"{out[-3000:]}\nlisted: {listed}\n{output[-3000:]}"
+    )
     installed = read_task_file(workspace / "install/av_scene_vlm/share/av_scene_vlm/config/scene_vlm.yaml")
     assert re.findall(r"^  task: (.+)$", out, re.M) == [t.name for t in installed.tasks], out[-3000:]
     assert code == 0 and "Traceback" not in output, output[-3000:]
