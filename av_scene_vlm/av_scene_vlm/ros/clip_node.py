@@ -75,7 +75,12 @@ PARAMETERS: dict[str, ParamSpec] = {
     ),
     "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
     "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
-    "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
+    "tasks_file": (
+        "",
+        "YAML file with more tasks (same schema, or a params file with 'tasks'). No labels, tasks or "
+        "tasks_file at all: the tasks of the installed config/scene_vlm.yaml.",
+        False,
+    ),
     "smoothing": (0.0, "EMA factor s in [0, 1): p = s*p_prev + (1-s)*p_new per camera and task.", False),
     "min_publish_period": (0.0, "Minimum seconds between results per camera (0 = every frame).", False),
     "publish_similarity": (True, "Publish scene/similarity.", False),
