@@ -63,6 +63,7 @@ CORRECTED = {
     "error and leave nothing behind, exit code 2; a disk": "a missing or unreadable input bag is 1",
     "$ ros2 run av_scene_vlm clip_node --ros-args -p autostart:=false": "the camera is remapped (-r)",
     "Models on the vehicle: fetch them once where there is network, one repository per command,": "heading",
+    "--config config/scene_vlm.yaml": "a path in no install: the installed file is the default (issue 30)",
     "The camera inputs (`image_topics` ... `output_namespaces`), `diagnostics_period` and `use_cv_bridge`": (
         "the shared list is generated now (it missed max_frame_pixels and autostart)"
     ),
