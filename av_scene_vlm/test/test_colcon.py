@@ -89,8 +89,10 @@ def workspace():
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-6000:]
         ws = root / "home" / "ws"
-        scripts = (prefix / "setup.bash", ws / "venv" / "bin" / "activate", ws / "install" / "setup.bash")
-        setup = " && ".join(f"source {shlex.quote(str(script))}" for script in scripts)
+        # A new shell as the README says to open it (its "In every new shell:" line, verbatim).
+        line = re.search(r"In every new shell:\s*`([^`]+)`", (REPO / "README.md").read_text()).group(1)
+        setup = for_distro(line, DISTRO).strip().replace("/opt/ros/", f"{root}/opt/ros/")
+        assert setup.count("source ") == 3 and str(prefix) in setup, setup
         yield Workspace(root, ws, env, setup, log, output)
 
 
