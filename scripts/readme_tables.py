@@ -36,12 +36,33 @@ def _fmt(value: object) -> str:
     return f"`{value}`"
 
 
-def table(node: str) -> str:
+# A node whose parameters repeat another's (same name, default and description: the camera inputs,
+# diagnostics_period, use_cv_bridge, autostart) lists those in one generated line instead of repeating
+# the rows, so the shared list can never miss one and the README stays short.
+SHARES = {"caption_node": "clip_node"}
+
+
+def split_shared(node: str) -> tuple[dict, list[str]]:
+    """A node's own parameters, and the names it shares with the node of SHARES (identical specs)."""
     params = importlib.import_module(NODES[node]).PARAMETERS
+    other = importlib.import_module(NODES[SHARES[node]]).PARAMETERS if node in SHARES else {}
+    shared = [name for name, spec in params.items() if other.get(name) == spec]
+    return {n: s for n, s in params.items() if n not in shared}, shared
+
+
+def table(node: str) -> str:
+    params, shared = split_shared(node)
     rows = ["| parameter | default | set at runtime | description |", "|---|---|---|---|"]
     for name, spec in params.items():
         default, desc, read_only = spec
         rows.append(f"| `{name}` | {_fmt(default)} | {'no' if read_only else 'yes'} | {desc} |")
+    if shared:
+        names = ", ".join(f"`{n}`" for n in shared)
+        rows += [
+            "",
+            f"Shared with {SHARES[node]} (same name, default and meaning; one value under `/**` "
+            f"sets both): {names}.",
+        ]
     return "\n".join(rows)
 
 

@@ -172,7 +172,7 @@ def test_topics_and_raw_over_compressed(tmp_path, store, engine, rng) -> None:
     assert leftovers(tmp_path, set()) == ["a", "b", "in"]
 
 
-# ---- errors: BagError, exit 2, nothing left behind ------------------------------------------------------
+# ---- errors: BagError, exit 1 (input) or 2 (usage), nothing left behind ------------------------------------
 def test_missing_input_and_existing_output(tmp_path, store, engine, rng, capsys) -> None:
     with pytest.raises(B.BagError, match="does not exist"):
         B.process_bag(tmp_path / "nope", tmp_path / "out", engine)
@@ -183,7 +183,7 @@ def test_missing_input_and_existing_output(tmp_path, store, engine, rng, capsys)
     assert leftovers(tmp_path, set()) == ["in", "out"] and not any((tmp_path / "out").iterdir())
     code = main(["bag", str(tmp_path / "nope"), str(tmp_path / "x"), "--labels", "a", "b"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err  # an input that is not there
 
 
 def _metadata(storage: str, rel: str) -> str:
@@ -234,7 +234,7 @@ def test_corrupt_input(tmp_path, engine, rng, kind, capsys) -> None:
         ["bag", str(bag), str(tmp_path / "out"), "--labels", "a", "b", "--model", str(engine.model_id)]
     )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("av-scene-vlm bag: error: ") and err.count("\n") == 1
+    assert code == 1 and err.startswith("av-scene-vlm bag: error: ") and err.count("\n") == 1  # unreadable
     assert leftovers(tmp_path, set()) == before  # no output, no hidden temp dir
 
 

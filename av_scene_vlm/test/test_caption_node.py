@@ -485,3 +485,27 @@ def test_failed_caption_batch_halves_the_next_batches(ros, tiny_qwen) -> None:
     assert node.worker_errors.count == 1
     for cam in node.cameras:
         assert cam.received == cam.processed + cam.dropped + cam.bad + cam.skipped_period + cam.failed
+
+
+def test_bare_node_follows_remapping(ros, tiny_qwen) -> None:
+    """Issue 30: without image_topics the captioner, like clip_node, subscribes to the relative
+    `image_raw`; `-r image_raw:=/cam9/image_raw` moves it, and captions go beside the resolved topic."""
+    ctx, spinner = ros
+    values = {"caption_model": str(tiny_qwen), **FAST, "caption_period": 0.0}
+    node = spinner.add(
+        CaptionNode(
+            "caption_node",
+            context=ctx,
+            cli_args=["--ros-args", "-r", "image_raw:=/cam9/image_raw"],
+            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+        )
+    )
+    assert [(c.topic, c.namespace) for c in node.cameras] == [("/cam9/image_raw", "/cam9/scene")]
+    probe = spinner.add(Probe(ctx))
+    probe.listen(Caption, "/cam9/scene/caption")
+    pub = probe.camera_publisher(Image, "/cam9/image_raw")
+    spinner.start()
+    assert wait_matched(node, pub)
+    pub.publish(image_msg(frame(9), "rgb8", header(9, "cam9")))
+    assert wait_for(lambda: probe.messages("/cam9/scene/caption"), timeout=60)
+    assert probe.messages("/cam9/scene/caption")[0].header.frame_id == "cam9"

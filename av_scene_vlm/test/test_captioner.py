@@ -142,7 +142,7 @@ def test_cli_subprocess_offline(tiny_qwen: Path, image_files: list[str], run_cli
 def test_cli_unreadable_image(tiny_qwen: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    assert main(["caption", str(bad), "--model", str(tiny_qwen)]) == 2
+    assert main(["caption", str(bad), "--model", str(tiny_qwen)]) == 1
     err = capsys.readouterr().err
     assert "cannot read image" in err and str(bad) in err and "Traceback" not in err
 
@@ -152,7 +152,7 @@ def test_cli_missing_model(
     model: str, image_files: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["caption", image_files[0], "--model", model]) == 2
+    assert main(["caption", image_files[0], "--model", model]) == 1  # a missing model, as for the nodes
     err = capsys.readouterr().err
     assert model in err and "hf download" in err and "Traceback" not in err
     with pytest.raises(ModelLoadError, match="hf download"):
@@ -161,7 +161,7 @@ def test_cli_missing_model(
 
 def test_cli_rejects_non_qwen_checkpoint(tmp_path: Path, image_files: list[str], capsys) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
-    assert main(["caption", image_files[0], "--model", str(tmp_path)]) == 2
+    assert main(["caption", image_files[0], "--model", str(tmp_path)]) == 1
     assert "not Qwen2.5-VL" in capsys.readouterr().err
 
 

@@ -79,19 +79,23 @@ def test_templates_and_config_tasks(tiny_clip, images, capsys, tmp_path) -> None
         np.testing.assert_allclose(o["probabilities"], both.tasks[o["task"]].probabilities, atol=1e-4)
 
 
-def test_errors_exit_2(tiny_clip, images, tmp_path, capsys) -> None:
+def test_error_exit_codes(tiny_clip, images, tmp_path, capsys) -> None:
+    """1 for an image or a model that cannot be read or found, 2 for a bad argument (core.exit_codes)."""
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    assert main(["classify", str(bad), "--labels", "a", "b", "--model", str(tiny_clip)]) == 2
+    assert main(["classify", str(bad), "--labels", "a", "b", "--model", str(tiny_clip)]) == 1
     assert "cannot read image" in capsys.readouterr().err
-    assert main(["classify", str(tmp_path / "missing.png"), "--labels", "a", "b"]) == 2
+    assert main(["classify", str(tmp_path / "missing.png"), "--labels", "a", "b"]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main(["classify", images[0], "--labels", "a", "b", "--model", "nobody/no-such-model"]) == 2
+    assert main(["classify", images[0], "--labels", "a", "b", "--model", "nobody/no-such-model"]) == 1
     err = capsys.readouterr().err
     assert "nobody/no-such-model" in err and "hf download" in err and "Traceback" not in err
     assert main(["classify", images[0], "--labels", "onlyone", "--model", str(tiny_clip)]) == 2
     assert "at least 2 labels" in capsys.readouterr().err
-    assert main(["classify", images[0], "--model", str(tiny_clip)]) == 2
+    # Neither --labels nor --config: the package's config/scene_vlm.yaml, every vehicle task.
+    assert main(["classify", images[0], "--model", str(tiny_clip), "--json"]) == 0
+    tasks = {json.loads(line)["task"] for line in capsys.readouterr().out.splitlines()}
+    assert {"weather", "time_of_day", "road_user"} <= tasks, tasks
 
 
 def test_cuda_graphs_option(tiny_clip, images, capsys) -> None:

@@ -450,3 +450,48 @@ def test_failed_batch_halves_the_next_batches(ros, tiny_clip, rng) -> None:
     assert held.level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
     values = {kv.key: kv.value for kv in held.values}
     assert values["batch_limit"] == "2" and values["failed_batches"] == "1"
+
+
+def test_bare_node_follows_remapping_and_reads_the_installed_tasks(ros, tiny_clip, rng) -> None:
+    """Issue 30: neither image_topics nor tasks given. The node subscribes to the relative `image_raw`,
+    which `-r image_raw:=/cam9/image_raw` moves (its `/compressed` form with it, image_transport's rule);
+    results go beside the resolved topic; the tasks are those of the package's config/scene_vlm.yaml."""
+    from av_scene_vlm.core.package_config import default_config
+    from av_scene_vlm.core.tasks import read_task_file
+
+    ctx, spinner = ros
+    remap = ["--ros-args", "-r", "image_raw:=/cam9/image_raw"]
+    node = spinner.add(
+        ClipNode(
+            "clip_node",
+            context=ctx,
+            cli_args=remap,
+            parameter_overrides=[Parameter("model", value=str(tiny_clip))],
+        )
+    )
+    assert [(c.topic, c.namespace) for c in node.cameras] == [("/cam9/image_raw", "/cam9/scene")]
+    probe = spinner.add(Probe(ctx))
+    probe.listen(ClassificationArray, "/cam9/scene/classification")
+    pub = probe.camera_publisher(Image, "/cam9/image_raw")
+    spinner.start()
+    assert wait_matched(node, pub)
+    pub.publish(image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), "rgb8", header(1, "cam9")))
+    assert wait_for(lambda: probe.messages("/cam9/scene/classification"))
+    installed = [t.name for t in read_task_file(default_config()).tasks]
+    assert len(installed) >= 3  # the vehicle's label sets: road users, weather, time of day, ...
+    assert [r.task for r in probe.messages("/cam9/scene/classification")[0].results] == installed
+
+    compressed = spinner.add(
+        ClipNode(
+            "clip_node_compressed",
+            context=ctx,
+            cli_args=remap,
+            parameter_overrides=[
+                Parameter("model", value=str(tiny_clip)),
+                Parameter("image_topics", value=["image_raw/compressed"]),
+                Parameter("labels", value=["car", "bus"]),
+            ],
+        )
+    )
+    cam = compressed.cameras[0]
+    assert (cam.topic, cam.namespace, cam.compressed) == ("/cam9/image_raw/compressed", "/cam9/scene", True)

@@ -74,4 +74,23 @@ def test_torchvision_is_required_because_captions_are_on_by_default() -> None:
 
     assert PARAMETERS["enable_caption"][0] is True
     assert "torchvision" in _install_requires()
-    assert "<exec_depend>python3-torchvision</exec_depend>" in (PKG / "package.xml").read_text()
+    xml = (PKG / "package.xml").read_text()
+    assert '<exec_depend condition="$AV_SCENE_VLM_TORCH != apt">python3-torchvision-pip</exec_depend>' in xml
+    assert '<exec_depend condition="$AV_SCENE_VLM_TORCH == apt">python3-torchvision</exec_depend>' in xml
+
+
+def test_workspace_requirements_pin_what_ci_runs() -> None:
+    """requirements/ros-workspace.txt (the README's install block) pins exactly the versions of
+    constraints.txt, so `make lock` cannot leave the vehicle route on other versions than CI's; and it
+    holds the package of every pip key in package.xml (rosdep must find them all installed)."""
+
+    def pins(path: Path) -> dict[str, str]:
+        found = re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", path.read_text(), re.M)
+        return {name.lower().replace("_", "-"): version for name, version in found}
+
+    workspace = pins(PKG.parent / "requirements" / "ros-workspace.txt")
+    constraints = pins(PKG.parent / "requirements" / "constraints.txt")
+    assert workspace and {n: constraints.get(n) for n in workspace} == workspace
+    assert {"torch", "torchvision"} <= set(workspace)  # the pinned pair
+    keys = re.findall(r">python3-([a-z0-9\-]+)-pip<", (PKG / "package.xml").read_text())
+    assert keys and all(key in workspace for key in keys), (keys, sorted(workspace))

@@ -155,7 +155,7 @@ def test_cli_index(tmp_path, fleet, tiny_clip, capsys) -> None:
     assert main([*args, "--no-progress"]) == 1
     assert "skipped 3 already indexed" in capsys.readouterr().out
 
-    assert main(["index", str(tmp_path / "nope"), "--db", str(tmp_path / "x"), "--labels", "a", "b"]) == 2
+    assert main(["index", str(tmp_path / "nope"), "--db", str(tmp_path / "x"), "--labels", "a", "b"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
     bad_task = tmp_path / "bad.yaml"

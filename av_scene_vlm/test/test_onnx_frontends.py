@@ -243,7 +243,7 @@ def test_clip_node_rejects_bad_backend_options_at_start(tiny_clip) -> None:
     proc, _ = run_node_offline(
         "av_scene_vlm.ros.clip_node", f"model:={tiny_clip}", "backend:=tensorflow", "labels:=[car, bus]"
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a parameter value (core.exit_codes)
     assert "unknown backend 'tensorflow'" in proc.stderr and "Traceback" not in proc.stderr
     if HAVE_ORT and not CUDA_ORT:
         proc, _ = run_node_offline(
@@ -253,5 +253,5 @@ def test_clip_node_rejects_bad_backend_options_at_start(tiny_clip) -> None:
             "onnx_providers:=[cuda]",
             "labels:=[car, bus]",
         )
-        assert proc.returncode == 1
+        assert proc.returncode == 2
         assert "'CUDAExecutionProvider' is not available" in proc.stderr and "Traceback" not in proc.stderr

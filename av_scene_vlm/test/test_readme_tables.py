@@ -58,8 +58,18 @@ def test_every_parameter_has_a_row() -> None:
         ("scene_vlm", scene_vlm.PARAMETERS),
     ):
         block = text.split(f"<!-- params:{node} -->", 1)[1].split("<!-- /params -->", 1)[0]
-        rows = block.strip().splitlines()[2:]
-        assert [re.match(r"\| `([^`]+)`", row).group(1) for row in rows] == list(table), node
+        lines = block.strip().splitlines()
+        rows = [line for line in lines[2:] if line.startswith("| `")]
+        shared = [line for line in lines if line.startswith("Shared with clip_node")]
+        named = re.findall(r"`([^`]+)`", shared[0].split(":", 1)[1]) if shared else []
+        listed = [re.match(r"\| `([^`]+)`", row).group(1) for row in rows]
+        assert listed == [name for name in table if name not in named], node  # in declaration order
+        assert sorted(listed + named) == sorted(table), node
+        for name in named:  # listed as shared only where it is the very same parameter
+            assert table[name] == clip_node.PARAMETERS[name], name
+    shared = text.split("<!-- params:caption_node -->", 1)[1].split("<!-- /params -->", 1)[0]
+    for name in ("image_topics", "max_frame_pixels", "diagnostics_period", "use_cv_bridge", "autostart"):
+        assert f"`{name}`" in shared.split("Shared with clip_node", 1)[1], name  # the issue-30 omissions
 
 
 def test_example_params_file_uses_declared_parameters_with_their_types() -> None:
@@ -68,7 +78,7 @@ def test_example_params_file_uses_declared_parameters_with_their_types() -> None
     from av_scene_vlm.ros import caption_node, clip_node, scene_vlm
     from av_scene_vlm.ros.parameters import coerce
 
-    text = README.read_text().split("<!-- example-params -->", 1)[1]
+    text = (REPO / "docs" / "NODES.md").read_text().split("<!-- example-params -->", 1)[1]  # moved (issue 30)
     example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
     tables = {"clip_node": clip_node.PARAMETERS, "caption_node": caption_node.PARAMETERS}
     assert set(example) == {"/**", "clip_node"}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from catkin_pkg.package import parse_package
+from install_route import rosdep_sources
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT = REPO.parent / "shared" / "rosdistro"
@@ -60,24 +61,8 @@ def rosdep_env():
     assert rosdep, "rosdep is not installed (requirements/dev.txt; apt: python3-rosdep)"
     with tempfile.TemporaryDirectory(prefix="av_scene_vlm_rosdep_") as tmp:
         root = Path(tmp)
-        (root / "sources.list.d").mkdir()
-        (root / "sources.list.d" / "10-snapshot.list").write_text(
-            "".join(f"yaml {(SNAPSHOT / 'rosdep' / f).as_uri()}\n" for f in ("base.yaml", "python.yaml"))
-        )
-        index = ["%YAML 1.1", "---", "distributions:"]
-        for distro in PLATFORMS:
-            index += [
-                f"  {distro}:",
-                f"    distribution: [{(SNAPSHOT / distro / 'distribution.yaml').as_uri()}]",
-                "    distribution_status: active",
-                "    distribution_type: ros2",
-                "    python_version: 3",
-            ]
-        (root / "index-v4.yaml").write_text("\n".join([*index, "type: index", "version: 4", ""]))
-        env = dict(
-            os.environ,
-            ROSDEP_SOURCE_PATH=str(root / "sources.list.d"),
-            ROSDISTRO_INDEX_URL=(root / "index-v4.yaml").as_uri(),
+        env = dict(os.environ, **rosdep_sources(root, PLATFORMS))
+        env.update(
             ROS_HOME=str(root / "home"),
             ROS_PYTHON_VERSION="3",
         )
@@ -115,6 +100,7 @@ def test_the_packages_declare_what_the_code_needs() -> None:
         "python3-transformers-pip",
         "python3-rosbags-pip",
         "python3-torchvision",
+        "python3-torchvision-pip",
         "cv_bridge",
         "launch_testing",
     ):

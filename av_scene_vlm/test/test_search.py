@@ -106,7 +106,7 @@ def test_bag_table_and_contact_sheet(drive, tiny_clip, tmp_path, capsys) -> None
     assert out[1].split()[:4] == ["1", best.topic, best.stamp_str, best.frame_id]
     assert len(out) == 5 and out[4].startswith("saved ") and png.stat().st_size > 0
     code, _, err = _run(capsys, str(tmp_path / "nope"), QUERY, "--model", str(tiny_clip))
-    assert code == 2 and "does not exist" in err
+    assert code == 1 and "does not exist" in err
 
 
 def test_a_processed_bag_is_searched_with_its_recorded_model(drive, capsys) -> None:

@@ -275,27 +275,28 @@ def test_cli_similarity_json_matches_engine(tiny_clip, image_files, tmp_path, ca
     assert np.array(json.loads(capsys.readouterr().out)["cosine"]).shape == (1, 2)
 
 
-def test_cli_errors_exit_2(tiny_clip, image_files, tmp_path, capsys) -> None:
+def test_cli_error_exit_codes(tiny_clip, image_files, tmp_path, capsys) -> None:
+    """2 for a bad argument, 1 for an image that cannot be read or an output that cannot be written."""
     model = ["--model", str(tiny_clip)]
     out = ["--out", str(tmp_path / "o.png")]
     no_dir = ["--out", str(tmp_path / "no" / "dir" / "g.png")]
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     cases = [
-        (["plot", image_files[0], *model, *out], "--labels"),
-        (["plot", str(bad), "--labels", "a", "b", *model, *out], "cannot read image"),
-        (["plot", str(tmp_path / "nope.png"), "--labels", "a", "b", *model, *out], "no such file"),
-        (["plot", image_files[0], "--labels", "a", "b", *model, *no_dir], "does not exist"),
-        (["plot", image_files[0], "--labels", "a", "b", *model, "--out", str(tmp_path)], "is a directory"),
-        (["plot", image_files[0], "--labels", "a", "b", *model, *out, "--cols", "0"], "--cols"),
-        (["similarity", image_files[0], *model, *out], "--texts"),
-        (["similarity", image_files[0], "--texts", "a", " ", *model, *out], "empty"),
-        (["similarity", image_files[0], "--texts", "a", *model], "--out PNG and/or --json"),
-        (["similarity", str(bad), "--texts", "a", *model, "--json"], "cannot read image"),
-        (["similarity", image_files[0], "--texts", "a", *model, *no_dir], "does not exist"),
+        (["plot", image_files[0], *model, *out], "--labels", 2),
+        (["plot", str(bad), "--labels", "a", "b", *model, *out], "cannot read image", 1),
+        (["plot", str(tmp_path / "nope.png"), "--labels", "a", "b", *model, *out], "no such file", 1),
+        (["plot", image_files[0], "--labels", "a", "b", *model, *no_dir], "does not exist", 1),
+        (["plot", image_files[0], "--labels", "a", "b", *model, "--out", str(tmp_path)], "is a directory", 1),
+        (["plot", image_files[0], "--labels", "a", "b", *model, *out, "--cols", "0"], "--cols", 2),
+        (["similarity", image_files[0], *model, *out], "--texts", 2),
+        (["similarity", image_files[0], "--texts", "a", " ", *model, *out], "empty", 2),
+        (["similarity", image_files[0], "--texts", "a", *model], "--out PNG and/or --json", 2),
+        (["similarity", str(bad), "--texts", "a", *model, "--json"], "cannot read image", 1),
+        (["similarity", image_files[0], "--texts", "a", *model, *no_dir], "does not exist", 1),
     ]
-    for argv, message in cases:
-        assert main(argv) == 2, argv
+    for argv, message, code in cases:
+        assert main(argv) == code, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
         assert err.startswith(f"av-scene-vlm {argv[0]}: error: ") and err.count("\n") == 1

@@ -73,13 +73,13 @@ def default_summary(out_bag: str | Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from av_scene_vlm.core.bag import BagError, OutputError, process_bag
+    from av_scene_vlm.core.bag import BagError, InputError, OutputError, process_bag
 
     in_bag, out_bag = Path(args.in_bag), Path(args.out_bag)
     summary = None if args.no_summary else Path(args.summary) if args.summary else default_summary(out_bag)
     # Cheap checks first: a typo must not cost a model load.
     if not in_bag.exists():
-        raise CliError(f"input bag '{in_bag}' does not exist")
+        raise CliError(f"input bag '{in_bag}' does not exist", EXIT_FAILED)
     if out_bag.exists():
         raise CliError(f"output '{out_bag}' exists already; remove it or choose another name")
     if summary is not None and summary.exists():
@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
             max_frame_pixels=max_pixels,
             events=events,
         )
-    except OutputError as exc:
+    except (OutputError, InputError) as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except BagError as exc:
         raise CliError(str(exc)) from None

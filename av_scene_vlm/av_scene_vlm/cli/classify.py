@@ -19,14 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     add_task_arguments(
         parser,
-        config_help="YAML with tasks (e.g. config/scene_vlm.yaml); classifies every task instead of --labels",
+        config_help="YAML with tasks; classifies every task (default without --labels: the package's "
+        "installed config/scene_vlm.yaml, its vehicle tasks)",
     )
     add_clip_args(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image and task")
 
 
 def _run(args: argparse.Namespace) -> int:
-    tasks, templates = tasks_and_templates(args, use_default_config=False)
+    tasks, templates = tasks_and_templates(args)
     images = read_images(args.images)
     engine = make_engine(args, tasks, templates)
     for path, image in zip(args.images, images, strict=True):

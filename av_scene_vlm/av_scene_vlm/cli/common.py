@@ -1,4 +1,4 @@
-"""Helpers every sub-command shares: model flags, image reading, one-line errors with exit code 2."""
+"""Helpers every sub-command shares: model flags, image reading, one-line errors with their exit code."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ import numpy as np
 
 from av_scene_vlm.core.image_header import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import DEFAULT_CLIP_MODEL
+from av_scene_vlm.core.package_config import default_config
 
 if TYPE_CHECKING:
     from av_scene_vlm.core.engine_options import EngineOptions
 
-EXIT_USAGE = 2
+from av_scene_vlm.core.exit_codes import EXIT_FAILED, EXIT_USAGE, model_error_code
 
-
-EXIT_FAILED = 1
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CliError"]
 
 
 class CliError(Exception):
-    """A user-facing error: printed as one line on stderr, no traceback; exit code 2 (bad input,
-    option or model) unless `exit_code` says otherwise (1: the output could not be written)."""
+    """A user-facing error: printed as one line on stderr, no traceback; exit code 2 (a bad option,
+    argument or value: `core.exit_codes`) unless `exit_code` says otherwise (1: a model, an input or
+    an output that cannot be found, read or written)."""
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
@@ -123,11 +124,11 @@ def read_image(path: str | Path) -> np.ndarray:
 
     p = Path(path)
     if not p.is_file():
-        raise CliError(f"cannot read image '{p}': no such file")
+        raise CliError(f"cannot read image '{p}': no such file", EXIT_FAILED)
     data = np.fromfile(p, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise CliError(f"cannot read image '{p}': not an image OpenCV can decode")
+        raise CliError(f"cannot read image '{p}': not an image OpenCV can decode", EXIT_FAILED)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -157,7 +158,9 @@ def make_engine(args: argparse.Namespace, tasks=(), templates=None, **extra):  #
 
     try:
         return engine_options(args, **extra).build(tasks, templates)
-    except (ModelLoadError, TaskError) as exc:
+    except ModelLoadError as exc:  # 1, or 2 for a backend option (BackendError)
+        raise CliError(str(exc), model_error_code(exc)) from None
+    except TaskError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -172,7 +175,9 @@ def make_captioner(**values):  # -> Captioner
     try:
         options.check()  # a missing model fails in a second, before torch is imported
         return options.build()
-    except (ModelLoadError, ValueError) as exc:  # missing model, bad pixel bounds / token budget
+    except ModelLoadError as exc:  # missing model, or not a Qwen2.5-VL checkpoint
+        raise CliError(str(exc), EXIT_FAILED) from None
+    except ValueError as exc:  # bad pixel bounds / token budget
         raise CliError(str(exc)) from None
     except RuntimeError as exc:  # e.g. an unparsable --device string
         raise CliError(f"cannot use device '{options.device}': {exc}") from None
@@ -210,20 +215,6 @@ def add_task_arguments(parser: argparse.ArgumentParser, config_help: str | None 
         help="prompt template with '{}' for the label; repeat to ensemble "
         "(default: the config's `template` list, else 'a photo of a {}.')",
     )
-
-
-def default_config() -> Path | None:
-    """The package's config/scene_vlm.yaml: the source tree, else the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / "config" / "scene_vlm.yaml"
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("av_scene_vlm")) / "config" / "scene_vlm.yaml"
-        return share if share.is_file() else None
-    except Exception:  # no ament index (plain pip install): the caller asks for --config
-        return None
 
 
 def config_templates(path: str | Path) -> list[str] | None:

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
     CliError,
     add_task_arguments,
     make_engine,
@@ -66,9 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         written = write_bundle(engine, out, precision=graph_precision)
     except ModelLoadError as exc:  # ExportError: exporter missing or model not exportable
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), EXIT_FAILED) from None
     except OSError as exc:
-        raise CliError(f"cannot write to '{out}': {exc.strerror or exc}") from None
+        raise CliError(f"cannot write to '{out}': {exc.strerror or exc}", EXIT_FAILED) from None
     import numpy as np
 
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)

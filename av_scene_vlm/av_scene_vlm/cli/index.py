@@ -26,6 +26,7 @@ from av_scene_vlm.cli.common import (
     run_guarded,
     tasks_and_templates,
 )
+from av_scene_vlm.core.exit_codes import model_error_code
 from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 
@@ -91,10 +92,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.ray is not None:
             require("ray")
         bags = find_bags(args.bags)  # a typo fails before any model loads
-    except FleetError as exc:
-        raise CliError(str(exc)) from None
+    except FleetError as exc:  # a missing extra, a folder that does not exist
+        raise CliError(str(exc), EXIT_FAILED) from None
     if not bags:
-        raise CliError(f"no bags (.mcap, .db3 or directories with metadata.yaml) under {' '.join(args.bags)}")
+        found = "no bags (.mcap, .db3 or directories with metadata.yaml) under " + " ".join(args.bags)
+        raise CliError(found, EXIT_FAILED)
     tasks, templates = tasks_and_templates(args)
     events = events_file(args.events, tasks)
     quiet_hub()
@@ -127,7 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     except StorageError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    except (FleetError, ModelLoadError) as exc:
+    except ModelLoadError as exc:
+        raise CliError(str(exc), model_error_code(exc)) from None
+    except FleetError as exc:  # e.g. other tasks or another model than the index was built with
         raise CliError(str(exc)) from None
     print(
         f"indexed {len(s.indexed)} bags ({s.frames} frames, {s.bad_frames} bad) in {s.seconds:.1f} s, "

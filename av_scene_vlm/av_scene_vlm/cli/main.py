@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from av_scene_vlm import __version__
+from av_scene_vlm.core.exit_codes import EXIT_USAGE
 
 # name -> (module, help). Each module provides `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     return int(importlib.import_module(args._module).run(args) or 0)
 
 

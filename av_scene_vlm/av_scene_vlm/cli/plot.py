@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
     CliError,
     add_clip_args,
     add_task_arguments,
@@ -36,15 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_out(path: str) -> Path:
-    """Fail before any model loads when the output cannot be written."""
+    """Fail before any model loads when the output cannot be written (exit code 1, as for a write
+    that fails later)."""
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
-        raise CliError(f"cannot write '{out}': it is a directory")
+        raise CliError(f"cannot write '{out}': it is a directory", EXIT_FAILED)
     if not parent.is_dir():
-        raise CliError(f"cannot write '{out}': directory '{parent}' does not exist")
+        raise CliError(f"cannot write '{out}': directory '{parent}' does not exist", EXIT_FAILED)
     if not os.access(parent, os.W_OK):
-        raise CliError(f"cannot write '{out}': directory '{parent}' is not writable")
+        raise CliError(f"cannot write '{out}': directory '{parent}' is not writable", EXIT_FAILED)
     return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
     CliError,
     add_clip_args,
     make_engine,
@@ -97,7 +98,7 @@ def _query(args: argparse.Namespace) -> tuple[str | None, np.ndarray | None]:
         if args.bag is None:
             raise CliError("give BAG and QUERY (or --image IMG), or --db DB with QUERY or --image IMG")
         if not Path(args.bag).exists():
-            raise CliError(f"bag '{args.bag}' does not exist")
+            raise CliError(f"bag '{args.bag}' does not exist", EXIT_FAILED)
         query = args.query
     if args.event is not None and not args.db:
         raise CliError("--event searches a fleet index: give --db DB (built with `index --events`)")
@@ -135,11 +136,13 @@ def _run(args: argparse.Namespace) -> int:
         from av_scene_vlm.cli.search_db import run_db
 
         return run_db(args, query, image)
-    from av_scene_vlm.core.bag import BagError, recorded_model, search_bag
+    from av_scene_vlm.core.bag import BagError, InputError, recorded_model, search_bag
 
     if args.model is None:
         try:
             args.model = recorded_model(args.bag) or DEFAULT_CLIP_MODEL
+        except InputError as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
         except BagError as exc:
             raise CliError(str(exc)) from None
     engine = make_engine(args)
@@ -176,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
             w, h = plot_grid(images, titles, out=args.out)
             if not args.json:
                 print(f"saved {args.out} ({w}x{h})")
+    except InputError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
     except BagError as exc:
         raise CliError(str(exc)) from None
     return 0

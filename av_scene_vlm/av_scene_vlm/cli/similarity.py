@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from av_scene_vlm.cli.common import CliError, add_clip_args, make_engine, read_images, run_guarded
+from av_scene_vlm.cli.common import (
+    EXIT_FAILED,
+    CliError,
+    add_clip_args,
+    make_engine,
+    read_images,
+    run_guarded,
+)
 from av_scene_vlm.cli.plot import check_dpi, check_out
 
 
@@ -53,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             plot_similarity(images, texts, sim, out=out, dpi=args.dpi)
         except OSError as exc:
-            raise CliError(f"cannot write '{out}': {exc.strerror or exc}") from None
+            raise CliError(f"cannot write '{out}': {exc.strerror or exc}", EXIT_FAILED) from None
     if args.json:
         obj = {
             "images": list(args.images),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -134,8 +134,30 @@ def check_input_qos(reliability: str, depth: int) -> None:
         raise ValueError(f"input_depth must be >= 1, got {depth}")
 
 
-def plan_cameras(topics: Sequence[str], namespaces: Sequence[str], input_type: str) -> list[Camera]:
-    """Validate topics and output namespaces; two cameras sharing a namespace is an error."""
+def resolve_camera_topic(topic: str, resolve: Callable[[str], str]) -> str:
+    """The full name of a camera topic as the node subscribes to it (namespace, `-r` remapping).
+
+    image_transport's rule for `/compressed`: the base topic is resolved and the suffix appended, so
+    `-r image_raw:=/cam9/image_raw` also moves `image_raw/compressed` to `/cam9/image_raw/compressed`.
+    """
+    name = topic.strip()
+    if name.rstrip("/").endswith("/compressed") and name.rstrip("/") != "/compressed":
+        base = name.rstrip("/")[: -len("/compressed")]
+        return resolve(base).rstrip("/") + "/compressed"
+    return resolve(name)
+
+
+def plan_cameras(
+    topics: Sequence[str],
+    namespaces: Sequence[str],
+    input_type: str,
+    resolve: Callable[[str], str] | None = None,
+) -> list[Camera]:
+    """Validate topics and output namespaces; two cameras sharing a namespace is an error.
+
+    `resolve` (a node's `resolve_topic_name`) turns relative names and remappings into the topic
+    actually subscribed, so results go beside it: `image_raw` remapped to `/cam9/image_raw` gives
+    `/cam9/scene/...`. Without it (validation before a node exists) names are taken as written."""
     if not topics:
         raise ValueError("image_topics is empty: give at least one camera topic")
     if input_type not in INPUT_TYPES:
@@ -151,6 +173,11 @@ def plan_cameras(topics: Sequence[str], namespaces: Sequence[str], input_type: s
     for i, topic in enumerate(topics):
         if not topic or not isinstance(topic, str):
             raise ValueError(f"invalid image topic {topic!r}")
+        if resolve is not None:
+            try:
+                topic = resolve_camera_topic(topic, resolve)
+            except Exception as exc:  # rclpy: an invalid name (InvalidTopicNameException, RCLError)
+                raise ValueError(f"invalid image topic {topic!r}: {exc}") from None
         ns = namespaces[i] if namespaces and namespaces[i] else output_namespace(topic)
         cameras.append(
             Camera(

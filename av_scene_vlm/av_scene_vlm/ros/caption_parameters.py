@@ -73,7 +73,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     ),
     "caption_embedding_source": (
         "similarity_topic",
-        "similarity_topic (image_embedding of clip_node's '<ns>/similarity') or compute "
+        "similarity_topic (image_embedding of clip_node's '<camera ns>/scene/similarity') or compute "
         "(caption_clip_model).",
         True,
     ),
@@ -93,7 +93,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         "busy CPU the classifier and other nodes go first.",
         True,
     ),
-    "publish_text": (False, "Also publish std_msgs/String on '<ns>/caption_text'.", False),
+    "publish_text": (
+        False,
+        "Also publish std_msgs/String on '<camera ns>/scene/caption_text' (no caption_ prefix: no other "
+        "node declares it).",
+        False,
+    ),
     "diagnostics_period": DIAGNOSTICS_PERIOD,
     "use_cv_bridge": USE_CV_BRIDGE,
     "autostart": AUTOSTART,

@@ -90,7 +90,12 @@ PARAMETERS: dict[str, ParamSpec] = {
     ),
     "labels": ([""], "Labels of a task named 'default' (empty = none).", False),
     "tasks": ("", "Tasks as YAML: {task: [labels]} or {task: {label: [prompts]}}.", False),
-    "tasks_file": ("", "YAML file with more tasks (same schema, or a params file with 'tasks').", False),
+    "tasks_file": (
+        "",
+        "YAML file with more tasks (same schema, or a params file with 'tasks'). No labels, tasks or "
+        "tasks_file at all: the tasks of the installed config/scene_vlm.yaml.",
+        False,
+    ),
     "events": (
         "",
         "Scene events as YAML: {name: {when: {task: label}, on, off, min_duration, min_gap, cooldown}} "

@@ -1,9 +1,9 @@
 """Pieces shared by clip_node, caption_node and scene_vlm: parameter tables, start-up, thread set-up.
 
 Why one module: both nodes take the same camera inputs and must fail the same way when a model or
-parameter is bad (one clear line; exit 1 for a model, 2 for a parameter); keeping that here keeps
-their behaviour identical. Parameter types and their messages live in `parameters`, the lifecycle
-and worker base class in `worker_node`.
+parameter is bad (one clear line; exit 1 for a model, 2 for a parameter: `core.exit_codes`); keeping
+that here keeps their behaviour identical. Parameter types and their messages live in `parameters`,
+the lifecycle and worker base class in `worker_node`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import rclpy
 from rclpy.node import Node
 
+from av_scene_vlm.core.exit_codes import EXIT_USAGE, model_error_code
 from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
@@ -28,8 +29,9 @@ from av_scene_vlm.ros.signals import WORKER_WAIT_S
 
 INPUT_PARAMETERS: dict[str, ParamSpec] = {
     "image_topics": (
-        ["/camera/image_raw"],
-        "Camera topics (sensor_msgs/Image, or CompressedImage for '.../compressed').",
+        ["image_raw"],
+        "Camera topics (sensor_msgs/Image, or CompressedImage for '.../compressed'); relative names "
+        "resolve in the node's namespace and follow remapping (-r image_raw:=/cam9/image_raw).",
         True,
     ),
     "input_type": ("auto", "auto (by the '/compressed' suffix), raw or compressed.", True),
@@ -39,7 +41,11 @@ INPUT_PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "input_depth": (1, "Subscription queue depth (1 = newest frame only).", True),
-    "output_namespaces": ([""], "Per-camera output namespace; empty = '<camera ns>/scene'.", True),
+    "output_namespaces": (
+        [""],
+        "Per-camera output namespace; empty = '<camera ns>/scene', beside the resolved camera topic.",
+        True,
+    ),
     "max_frame_pixels": (
         DEFAULT_MAX_FRAME_PIXELS,
         "Largest frame accepted, width x height (default: 8K with headroom); a frame whose fields or "
@@ -206,7 +212,7 @@ def _start_and_spin(
     except rclpy_implementation.RCLError as exc:  # a params file or --ros-args rcl cannot parse
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         logger.fatal(f"cannot read the ROS arguments (params file, -p): {first}")
-        return 2
+        return EXIT_USAGE
     finally:
         for temp in temps:  # rcl has read them
             temp.unlink(missing_ok=True)
@@ -220,7 +226,7 @@ def _start_and_spin(
         for line in str(exc).splitlines():  # ParameterTypeErrors: one line per parameter
             logger.fatal(line)
         _close(nodes, None, wait=WORKER_WAIT_S)
-        return 1 if isinstance(exc, ModelLoadError) else 2
+        return model_error_code(exc) if isinstance(exc, ModelLoadError) else EXIT_USAGE
     except signals.Interrupted:
         _close(nodes, None, wait=WORKER_WAIT_S)
         raise

@@ -1,6 +1,7 @@
 """`scene_vlm`: clip_node and caption_node in one process, for machines without the launch system.
 
-    ros2 run av_scene_vlm scene_vlm --ros-args --params-file config/scene_vlm.yaml
+    ros2 run av_scene_vlm scene_vlm --ros-args --params-file \
+        $(ros2 pkg prefix av_scene_vlm)/share/av_scene_vlm/config/scene_vlm.yaml
     python -m av_scene_vlm.ros.scene_vlm --ros-args -p enable_caption:=false ...
 
 Both nodes (named `clip_node` and `caption_node`) read the same parameters: `/**` entries of a params

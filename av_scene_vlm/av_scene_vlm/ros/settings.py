@@ -14,13 +14,22 @@ from the same values, so the node, the CLIs and the bag tools build their models
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, fields
 from typing import Any
 
 from av_scene_vlm.core.engine_options import CaptionerOptions, EngineOptions
 from av_scene_vlm.core.events import EventDef, check_events, read_events
-from av_scene_vlm.core.tasks import Task, TaskError, read_tasks, validate_templates
+from av_scene_vlm.core.package_config import default_config
+from av_scene_vlm.core.tasks import (
+    DEFAULT_TEMPLATES,
+    Task,
+    TaskConfig,
+    TaskError,
+    read_task_file,
+    read_tasks,
+    validate_templates,
+)
 from av_scene_vlm.ros.camera_input import Camera, check_input_qos, plan_cameras
 from av_scene_vlm.ros.node_utils import clean_list
 
@@ -68,10 +77,27 @@ class InputSettings:
         settings.cameras()  # topics and namespaces plan (ValueError)
         return settings
 
-    def cameras(self) -> list[Camera]:
-        """The cameras, with fresh counters."""
+    def cameras(self, resolve: Callable[[str], str] | None = None) -> list[Camera]:
+        """The cameras, with fresh counters (`resolve`: the node's topic name resolution)."""
         topics, namespaces = clean_list(self.image_topics), clean_list(self.output_namespaces)
-        return plan_cameras(topics, namespaces, self.input_type)
+        return plan_cameras(topics, namespaces, self.input_type, resolve)
+
+
+def vehicle_defaults(
+    values: Mapping[str, Any], templates: tuple[str, ...]
+) -> tuple[TaskConfig, tuple[str, ...]]:
+    """No `labels`, `tasks` or `tasks_file`: the tasks (and, with the default `template`, the prompt
+    templates) of the package's installed config/scene_vlm.yaml, so a bare `ros2 run av_scene_vlm
+    clip_node` classifies the vehicle's label sets instead of stopping."""
+    path = default_config()
+    if path is None:
+        raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file' (no config/scene_vlm.yaml found)")
+    found = read_task_file(path)
+    if not found.tasks:
+        raise TaskError(f"no tasks: set 'labels', 'tasks' or 'tasks_file' ('{path}' has none)")
+    if found.templates and clean_list(values["template"]) == list(DEFAULT_TEMPLATES):
+        templates = validate_templates(list(found.templates))
+    return found, templates
 
 
 @dataclass(frozen=True)
@@ -109,9 +135,10 @@ class ClipSettings:
             found = read_tasks(
                 tasks_file=values["tasks_file"], tasks=values["tasks"], labels=values["labels"]
             )
+            templates = validate_templates(clean_list(values["template"]))
             if not found.tasks:
-                raise TaskError("no tasks: set 'labels', 'tasks' or 'tasks_file'")
-            tasks, templates = found.tasks, validate_templates(clean_list(values["template"]))
+                found, templates = vehicle_defaults(values, templates)
+            tasks = found.tasks
         if previous is not None and not (changed & EVENT_PARAMS):
             events = previous.events
         else:

@@ -198,7 +198,7 @@ class WorkerNode(WorkerLoop, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             settings = self.SETTINGS.parse(typed_values(self, self._specs, self._examples))
-            self.cameras = settings.inputs.cameras()
+            self.cameras = settings.inputs.cameras(self.resolve_topic_name)
             for cam in self.cameras:
                 self._pubs[cam.topic] = {
                     leaf: self.publisher(msg_type, output_topic(cam, leaf))

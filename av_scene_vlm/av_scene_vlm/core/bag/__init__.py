@@ -29,7 +29,7 @@ Conventions:
   written when `summary_path` is None (the CLI defaults it to `<OUT_BAG>.csv`).
 """
 
-from .errors import BagError, OutputError
+from .errors import BagError, InputError, OutputError
 from .process import BagSummary, process_bag
 from .search import Match, recorded_model, search_bag
 from .typestore import (
@@ -60,6 +60,7 @@ __all__ = [
     "SIMILARITY",
     "BagError",
     "BagSummary",
+    "InputError",
     "Match",
     "OutputError",
     "bag_typestore",

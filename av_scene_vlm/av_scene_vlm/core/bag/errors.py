@@ -12,6 +12,11 @@ class OutputError(BagError):
     or the command line's fault, so the CLI exits 1 rather than 2. Nothing partial is left."""
 
 
+class InputError(BagError):
+    """The input bag does not exist or cannot be read (missing, not a bag, corrupt): an I/O failure,
+    exit code 1 like a missing model, not a usage error (2)."""
+
+
 def reason(exc: BaseException) -> str:
     """First line of an exception's text (at most 300 characters), or its type's name."""
     text = str(exc).strip() or type(exc).__name__

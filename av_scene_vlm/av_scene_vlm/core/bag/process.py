@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, check_max_pixels
 from ..progress import progress_bar
 from .captions import CaptionSchedule
-from .errors import BagError, OutputError, check_positive, reason
+from .errors import BagError, InputError, OutputError, check_positive, reason
 from .events import BagEvents
 from .prefetch import prefetch
 from .reading import Decoded, decode, group_by_namespace, image_connections, messages, opened, storage_of
@@ -132,7 +132,7 @@ def process_bag(
     if not engine.tasks:
         raise BagError("the engine has no tasks: give labels or a tasks config")
     if not in_path.exists():
-        raise BagError(f"input bag '{in_path}' does not exist")
+        raise InputError(f"input bag '{in_path}' does not exist")
     if out_path.exists() or out_path.is_symlink():
         raise BagError(f"output '{out_path}' exists already; remove it or choose another name")
     if summary is not None and summary.exists():

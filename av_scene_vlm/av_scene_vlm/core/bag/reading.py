@@ -17,7 +17,7 @@ import numpy as np
 
 from ..image_codec import DEFAULT_MAX_FRAME_PIXELS, ImageDecodeError, decode_compressed, decode_raw
 from ..naming import output_namespace
-from .errors import BagError, reason
+from .errors import BagError, InputError, reason
 from .typestore import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, STORAGES
 
 if TYPE_CHECKING:
@@ -31,12 +31,12 @@ def open_reader(path: Path) -> Reader:
     from rosbags.rosbag2 import Reader
 
     if not path.exists():
-        raise BagError(f"input bag '{path}' does not exist")
+        raise InputError(f"input bag '{path}' does not exist")
     try:
         reader = Reader(path)
         reader.open()
     except FileNotFoundError:
-        raise BagError(
+        raise InputError(
             f"'{path}' is not a rosbag2 bag: no metadata.yaml (a bag cut short can be repaired "
             "with `ros2 bag reindex`)"
         ) from None
@@ -45,7 +45,7 @@ def open_reader(path: Path) -> Reader:
         if why.startswith("Storage plugin"):  # rosbags' wording asks users to report an issue
             found = why.split("'")[1] if why.count("'") >= 2 else "?"
             why = f"unknown storage '{found}' (supported: {', '.join(STORAGES)})"
-        raise BagError(f"cannot read bag '{path}': {why}") from None
+        raise InputError(f"cannot read bag '{path}': {why}") from None
     return reader
 
 
@@ -85,7 +85,7 @@ def messages(
     except BagError:
         raise
     except Exception as exc:
-        raise BagError(f"cannot read bag '{path}': {reason(exc)}") from None
+        raise InputError(f"cannot read bag '{path}': {reason(exc)}") from None
 
 
 def topic_list(reader: Reader) -> str:
@@ -210,5 +210,5 @@ def read_frame(path: Path, store: Typestore, topic: str, ts: int, stamp: tuple[i
                     if (frame.sec, frame.nanosec) == stamp and frame.frame_id == frame_id:
                         return frame.rgb
         except Exception as exc:
-            raise BagError(f"cannot read bag '{path}': {reason(exc)}") from None
+            raise InputError(f"cannot read bag '{path}': {reason(exc)}") from None
     raise BagError(f"frame {stamp[0]}.{stamp[1]:09d} of '{topic}' is not in bag '{path}'")
