@@ -6,11 +6,14 @@ missing model, an unreadable input) must give the same code wherever it happens.
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "model_error_code"]
+__all__ = ["EXIT_DEVICE_LOST", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "model_error_code"]
 
 EXIT_OK = 0  # done; also a node stopped by SIGINT/SIGTERM or a lifecycle shutdown
 EXIT_FAILED = 1  # runtime: a model, an input or an output that cannot be found, read or written
 EXIT_USAGE = 2  # usage: a bad command-line option, argument, parameter or task set
+# A node stopped on a sticky device error (an illegal address, a launch failure): the CUDA context is lost
+# for the whole process, so only a new process (launch `respawn`, a lifecycle manager) brings it back.
+EXIT_DEVICE_LOST = 3
 
 
 def model_error_code(exc: BaseException) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import rclpy
 from rclpy.node import Node
 
-from av_scene_vlm.core.exit_codes import EXIT_USAGE, model_error_code
+from av_scene_vlm.core.exit_codes import EXIT_DEVICE_LOST, EXIT_USAGE, model_error_code
 from av_scene_vlm.core.image_codec import DEFAULT_MAX_FRAME_PIXELS
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.tasks import TaskError
@@ -151,7 +151,7 @@ def release_memory() -> None:
 
 
 NodeFactory = Callable[[], Node | None]
-FATAL_EXIT_CODE = 3  # a node stopped on a sticky device error (ros/worker_loop.py)
+FATAL_EXIT_CODE = EXIT_DEVICE_LOST  # a node stopped on a sticky device error (ros/worker_loop.py)
 
 
 def lifecycle_state(node: Node) -> str:
