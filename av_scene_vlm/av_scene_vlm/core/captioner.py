@@ -284,6 +284,13 @@ class Captioner:
             for i in range(len(images))
         ]
 
+    def ask(self, image: np.ndarray, question: str, **options: Any) -> Any:
+        """Answer `question` about one image, streaming the text: see `av_scene_vlm.core.ask.ask`
+        for `options` (max_new_tokens, on_text, should_stop, max_question_chars) and the result."""
+        from av_scene_vlm.core.ask import ask
+
+        return ask(self, image, question, **options)
+
     def use_eager(self) -> None:
         """Decode eagerly with the dynamic cache from now on (e.g. after compiling failed)."""
         self.compiled = False

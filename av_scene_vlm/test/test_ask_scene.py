@@ -1,0 +1,297 @@
+"""The AskScene action (`<node>/ask_scene`) over real DDS with the tiny random Qwen2.5-VL.
+
+The tiny model's answers are nonsense; its tokens are restricted to ASCII letters (`suppress_tokens`)
+so the streamed text is visible and grows token by token. Slow decoding (for cancel, queue and
+shutdown cases) is a forward hook that sleeps; a fault mid-generation is one that raises.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from action_msgs.msg import GoalStatus  # noqa: E402
+from av_scene_vlm.core.captioner import Captioner  # noqa: E402
+from av_scene_vlm.ros.ask_client import AskClient  # noqa: E402
+from av_scene_vlm.ros.caption_node import CaptionNode  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from ros_helpers import Probe, header, image_msg, wait_for, wait_matched  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from av_scene_vlm_msgs.msg import Caption, SceneAnswer  # noqa: E402
+
+ACTION = "/caption_node/ask_scene"
+TOPIC = "/cam/image_raw"
+FAST = {"caption_max_new_tokens": 3, "caption_max_pixels": 112 * 112, "caption_device": "cpu"}
+
+
+def letters_only(tokenizer, vocab_size: int) -> list[int]:
+    keep = {i for i in range(len(tokenizer)) if (t := tokenizer.decode([i])).isascii() and t.isalpha()}
+    return [i for i in range(vocab_size) if i not in keep]
+
+
+@pytest.fixture(scope="module")
+def letters_captioner(tiny_qwen) -> Captioner:
+    """The tiny model, answering in ASCII letters only (one module-wide load; hooks are per test)."""
+    cap = Captioner(str(tiny_qwen), device="cpu", max_new_tokens=3, max_pixels=112 * 112)
+    suppress = letters_only(cap.processor.tokenizer, cap.model.config.text_config.vocab_size)
+    cap.generation_config.suppress_tokens = suppress
+    return cap
+
+
+class Hook:
+    """A forward hook on the language model: sleeps `delay` s per forward pass (slow decoding) and
+    raises after `fail_after` passes when set (a fault mid-generation)."""
+
+    def __init__(self, captioner: Captioner, delay: float = 0.0, fail_after: int | None = None) -> None:
+        self.delay, self.fail_after, self.calls = delay, fail_after, 0
+        lm = captioner.model.model.language_model
+        self._handle = lm.register_forward_pre_hook(self._pre)
+
+    def _pre(self, module, args) -> None:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("injected fault\nsecond line")
+        if self.delay:
+            time.sleep(self.delay)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+@pytest.fixture
+def hook(letters_captioner):
+    hooks: list[Hook] = []
+
+    def make(**kwargs) -> Hook:
+        hooks.append(Hook(letters_captioner, **kwargs))
+        return hooks[-1]
+
+    yield make
+    for h in hooks:
+        h.remove()
+
+
+def rgb(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def start(ros, captioner, topics=(TOPIC,), **params):
+    """caption_node with `captioner`, a probe (camera publishers, answer/caption listeners) and an
+    AskClient; returns (node, probe, client, publishers)."""
+    ctx, spinner = ros
+    values = {"caption_model": "tiny", **FAST, "image_topics": list(topics), "caption_period": 1000.0}
+    values.update(params)
+    node = CaptionNode(
+        "caption_node",
+        context=ctx,
+        captioner=captioner,
+        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+    )
+    spinner.add(node)
+    probe = spinner.add(Probe(ctx))
+    for cam in node.cameras:
+        probe.listen(SceneAnswer, f"{cam.namespace}/answer")
+        probe.listen(Caption, f"{cam.namespace}/caption")
+    probe.listen(DiagnosticArray, "/diagnostics")
+    pubs = [probe.camera_publisher(Image, t) for t in topics]
+    client = AskClient(probe, ACTION)
+    spinner.start()
+    assert wait_matched(node, *pubs)
+    assert client.wait_for_server(30)
+    return node, probe, client, pubs
+
+
+def send_frame(pub, i: int, frame_id: str = "cam") -> None:
+    pub.publish(image_msg(rgb(i), "rgb8", header(i, frame_id)))
+
+
+def diag_value(probe: Probe, key: str) -> str | None:
+    for arr in reversed(probe.messages("/diagnostics")):
+        for status in arr.status:
+            if status.name.endswith(": captioner"):
+                for kv in status.values:
+                    if kv.key == key:
+                        return kv.value
+    return None
+
+
+def test_feedback_streams_before_result_and_answer_is_published(ros, letters_captioner) -> None:
+    node, probe, client, (pub,) = start(ros, letters_captioner, ask_max_new_tokens=6)
+    send_frame(pub, 5, "front_cam")
+    assert wait_for(lambda: node.cameras[0].latest is not None)
+    asked = client.send("Is the traffic light ahead red?")
+    assert asked.wait(60), "no result"
+    assert asked.status == GoalStatus.STATUS_SUCCEEDED, asked.result.reason
+    res = asked.result
+    assert res.answer and res.answer.isalpha() and res.num_tokens == 6
+    assert res.header.frame_id == "front_cam"
+    assert (res.header.stamp.sec, res.header.stamp.nanosec) == (1_700_000_005, 5007)
+    assert res.model_id == letters_captioner.model_id and res.latency > 0 and res.reason == ""
+    # Feedback: every token, the whole text so far, all before the result; the last is the answer.
+    texts = [text for _, text, _ in asked.feedback]
+    assert [n for _, _, n in asked.feedback] == list(range(1, 7))
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    assert texts[-1] == res.answer
+    assert asked.feedback[-1][0] <= asked.done_at - asked.sent
+    # The answer on <ns>/answer: question, answer and the source header.
+    assert wait_for(lambda: probe.messages("/cam/scene/answer"))
+    (msg,) = probe.messages("/cam/scene/answer")
+    assert msg.question == "Is the traffic light ahead red?" and msg.answer == res.answer
+    assert msg.header == res.header and msg.num_tokens == 6 and msg.model_id == res.model_id
+    assert wait_for(lambda: diag_value(probe, "asks_answered") == "1")
+    assert diag_value(probe, "asks_received") == "1"
+
+
+def test_camera_and_frame_problems_abort_with_a_reason(ros, letters_captioner) -> None:
+    node, probe, client, (front, rear) = start(
+        ros, letters_captioner, topics=("/front/image_raw", "/rear/image_raw"), ask_max_frame_age=30.0
+    )
+
+    def aborted(**goal) -> str:
+        asked = client.send("Is the road blocked?", **goal)
+        assert asked.wait(30) and asked.status == GoalStatus.STATUS_ABORTED, asked.status_name
+        assert asked.feedback == [] and asked.result.answer == ""
+        return asked.result.reason
+
+    reason = aborted()  # two cameras: the goal must name one
+    assert "names no camera" in reason and "/front/image_raw" in reason and "/rear/image_raw" in reason
+    reason = aborted(camera="/side/image_raw")
+    assert "unknown camera '/side/image_raw'" in reason and "/front/scene" in reason
+    assert "no frame from camera /front/image_raw" in aborted(camera="/front/image_raw")
+    send_frame(front, 1)
+    assert wait_for(lambda: node.cameras[0].latest is not None)
+    time.sleep(0.5)
+    reason = aborted(camera="front/scene", max_frame_age=0.2)  # by namespace, without leading slash
+    assert "newest frame of camera /front/image_raw is" in reason and "max_frame_age 0.2 s" in reason
+    asked = client.send("Is the road blocked?", camera="/front/scene")  # node's bound: 30 s
+    assert asked.wait(60) and asked.status == GoalStatus.STATUS_SUCCEEDED
+    assert wait_for(lambda: diag_value(probe, "asks_aborted") == "4")
+    assert probe.messages("/rear/scene/answer") == []
+
+
+def test_rejected_goals_say_why_in_diagnostics(ros, letters_captioner, hook) -> None:
+    """Empty, over-long, too many tokens, queue full, inactive: rejected at once (ROS 2 goal
+    responses carry no reason: it is in /diagnostics and the log)."""
+    node, probe, client, (pub,) = start(
+        ros, letters_captioner, ask_queue_size=1, ask_max_question_chars=40, ask_max_new_tokens=64
+    )
+    send_frame(pub, 1)
+    assert wait_for(lambda: node.cameras[0].latest is not None)
+
+    def rejected(question: str, **goal) -> str:
+        asked = client.send(question, **goal)
+        assert asked.wait_accepted(30) is False
+        assert wait_for(lambda: diag_value(probe, "asks_rejected") == str(rejected.count + 1))
+        rejected.count += 1
+        return diag_value(probe, "ask_last_rejection")
+
+    rejected.count = 0
+    assert "empty" in rejected("   ")
+    assert "over the limit of 40" in rejected("x" * 41)
+    assert "ask_max_new_tokens (64)" in rejected("ok?", max_new_tokens=65)
+    hook(delay=0.05)  # ~3 s for 64 tokens: the first goal is still running when the third comes
+    send_frame(pub, 2)
+    assert wait_for(lambda: node.cameras[0].received == 2)
+    running = client.send("first?")
+    assert wait_for(lambda: running.feedback, 30)
+    waiting = client.send("second?")
+    assert waiting.wait_accepted(30) is True
+    assert "queue is full (ask_queue_size 1)" in rejected("third?")
+    running.cancel()
+    waiting.cancel()
+    assert running.wait(30) and waiting.wait(30)
+    assert node.trigger_deactivate() == 0 or node.state == "inactive"
+    assert "the node is inactive, not active" in rejected("anyone there?")
+
+
+def test_cancel_while_queued_never_runs_and_while_generating_stops_within_a_token(
+    ros, letters_captioner, hook
+) -> None:
+    node, probe, client, (pub,) = start(ros, letters_captioner, ask_max_new_tokens=64)
+    send_frame(pub, 1)
+    assert wait_for(lambda: node.cameras[0].latest is not None)
+    slow = hook(delay=0.05)
+    running = client.send("How many pedestrians are on the crosswalk?")
+    assert wait_for(lambda: len(running.feedback) >= 2, 30)
+    queued = client.send("Is it raining?")
+    assert queued.wait_accepted(30)
+    queued.cancel()
+    assert queued.wait(30) and queued.status == GoalStatus.STATUS_CANCELED
+    assert queued.feedback == [] and queued.result.num_tokens == 0
+    assert not running.result, "the queued goal's cancel must not wait for the running one"
+    calls_at_cancel, tokens_at_cancel = slow.calls, running.feedback[-1][2]
+    running.cancel()
+    assert running.wait(30) and running.status == GoalStatus.STATUS_CANCELED
+    res = running.result
+    assert 2 <= res.num_tokens < 64 and res.answer == running.feedback[-1][1]
+    # Within one token of the cancel reaching the worker (plus the tokens made while it travelled).
+    assert slow.calls - calls_at_cancel <= res.num_tokens - tokens_at_cancel + 1
+    assert probe.messages("/cam/scene/answer") == []
+    assert wait_for(lambda: diag_value(probe, "asks_cancelled") == "2")
+    assert diag_value(probe, "asks_answered") == "0"
+
+
+def test_error_mid_generation_aborts_the_goal_and_the_node_keeps_serving(
+    ros, letters_captioner, hook
+) -> None:
+    node, probe, client, (pub,) = start(ros, letters_captioner, ask_max_new_tokens=8)
+    send_frame(pub, 1)
+    assert wait_for(lambda: node.cameras[0].latest is not None)
+    fault = hook(fail_after=3)  # prefill + 2 decoding steps, then it raises
+    asked = client.send("Is the road blocked?")
+    assert asked.wait(30) and asked.status == GoalStatus.STATUS_ABORTED
+    assert asked.result.reason == "answering failed: RuntimeError: injected fault"
+    assert len(asked.feedback) == 3
+    fault.remove()
+    again = client.send("Is the road blocked?")
+    assert again.wait(60) and again.status == GoalStatus.STATUS_SUCCEEDED
+    assert wait_for(lambda: diag_value(probe, "asks_aborted") == "1")
+    assert diag_value(probe, "ask_last_error") == "RuntimeError: injected fault"
+    assert int(diag_value(probe, "worker_errors")) >= 1 and node.state == "active"
+
+
+def test_periodic_captions_keep_their_period_while_questions_are_asked(ros, letters_captioner) -> None:
+    """Questions asked back to back for a while: captions still come about every caption_period
+    (each waits for at most the question in progress), and every question is answered."""
+    period = 1.0
+    node, probe, client, (pub,) = start(
+        ros, letters_captioner, caption_period=period, ask_max_new_tokens=8
+    )
+    times: list[float] = []
+    probe.create_subscription(Caption, "/cam/scene/caption", lambda _: times.append(time.monotonic()), 10)
+    stop = threading.Event()
+
+    def camera() -> None:
+        i = 0
+        while not stop.is_set():
+            send_frame(pub, i)
+            i += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=camera, daemon=True)
+    feeder.start()
+    try:
+        assert wait_for(lambda: probe.messages("/cam/scene/caption"), 30)
+        begin, asked = time.monotonic(), []
+        while time.monotonic() - begin < 6 * period:
+            asked.append(client.send("Is the light green?"))
+            assert asked[-1].wait(30) and asked[-1].status == GoalStatus.STATUS_SUCCEEDED
+        end = time.monotonic()
+    finally:
+        stop.set()
+        feeder.join()
+    longest_answer = max(a.done_at - a.sent for a in asked)
+    assert len(asked) >= 3
+    # Captions as the probe received them: several within the asking window, never further apart
+    # than the period plus one answer and one caption (with slack for a loaded machine).
+    inside = [t for t in times if begin <= t <= end]
+    assert len(inside) >= 3, (times, begin, end)
+    gaps = np.diff([t for t in times if begin - period <= t <= end])
+    assert gaps.max() <= period + 2 * longest_answer + 1.5, gaps
