@@ -65,7 +65,7 @@ def test_sigterm_while_answering_ends_the_goal_and_exits_cleanly(tiny_qwen, tmp_
         asked = None
         for _ in range(20):  # until a frame has reached the node (else: aborted, no frame yet)
             asked = client.send("Is the road blocked?")
-            assert wait_for(lambda: asked.feedback or asked.done_at, 30), proc.output()
+            assert wait_for(lambda a=asked: a.feedback or a.done_at, 30), proc.output()
             if asked.feedback:
                 break
             time.sleep(0.2)
