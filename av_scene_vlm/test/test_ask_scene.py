@@ -28,6 +28,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from av_scene_vlm_msgs.msg import Caption, SceneAnswer  # noqa: E402
 
 ACTION = "/caption_node/ask_scene"
+FEEDBACK, STATUS = f"{ACTION}/_action/feedback", f"{ACTION}/_action/status"
 TOPIC = "/cam/image_raw"
 FAST = {"caption_max_new_tokens": 3, "caption_max_pixels": 112 * 112, "caption_device": "cpu"}
 
@@ -87,7 +88,13 @@ def start(ros, captioner, topics=(TOPIC,), **params):
     """caption_node with `captioner`, a probe (camera publishers, answer/caption listeners) and an
     AskClient; returns (node, probe, client, publishers)."""
     ctx, spinner = ros
-    values = {"caption_model": "tiny", **FAST, "image_topics": list(topics), "caption_period": 1000.0}
+    values = {
+        "caption_model": "tiny",
+        **FAST,
+        "image_topics": list(topics),
+        "caption_period": 1000.0,
+        "ask_max_frame_age": 60.0,  # a loaded machine must not turn a test's frame stale
+    }
     values.update(params)
     node = CaptionNode(
         "caption_node",
@@ -106,6 +113,10 @@ def start(ros, captioner, topics=(TOPIC,), **params):
     spinner.start()
     assert wait_matched(node, *pubs)
     assert client.wait_for_server(30)
+    # The server must see the client's feedback subscription too (discovery is not symmetric; a
+    # reliable volatile writer drops what it publishes before matching): seen on Jazzy.
+    assert wait_for(lambda: node.count_subscribers(FEEDBACK) > 0 and node.count_subscribers(STATUS) > 0)
+    time.sleep(0.3)
     return node, probe, client, pubs
 
 
@@ -123,8 +134,9 @@ def diag_value(probe: Probe, key: str) -> str | None:
     return None
 
 
-def test_feedback_streams_before_result_and_answer_is_published(ros, letters_captioner) -> None:
+def test_feedback_streams_before_result_and_answer_is_published(ros, letters_captioner, hook) -> None:
     node, probe, client, (pub,) = start(ros, letters_captioner, ask_max_new_tokens=6)
+    hook(delay=0.05)  # tokens at a real model's pace (a burst could reach the client after the result)
     send_frame(pub, 5, "front_cam")
     assert wait_for(lambda: node.cameras[0].latest is not None)
     asked = client.send("Is the traffic light ahead red?")
@@ -244,12 +256,19 @@ def test_error_mid_generation_aborts_the_goal_and_the_node_keeps_serving(
 ) -> None:
     node, probe, client, (pub,) = start(ros, letters_captioner, ask_max_new_tokens=8)
     send_frame(pub, 1)
-    assert wait_for(lambda: node.cameras[0].latest is not None)
-    fault = hook(fail_after=3)  # prefill + 2 decoding steps, then it raises
+    # The first frame is captioned (never captioned: due); the fault must count the answer's passes only.
+    assert wait_for(lambda: probe.messages("/cam/scene/caption"), 30)
+    # Prefill + 2 decoding steps, then it raises; 0.1 s a step keeps the three feedback messages apart
+    # from the result (rclpy on Jazzy drops feedback it takes after the goal's result).
+    fault = hook(fail_after=3, delay=0.1)
     asked = client.send("Is the road blocked?")
     assert asked.wait(30) and asked.status == GoalStatus.STATUS_ABORTED
     assert asked.result.reason == "answering failed: RuntimeError: injected fault"
-    assert len(asked.feedback) == 3
+    # Mid-generation: 3 tokens streamed, the 4th forward pass raised. The client sees some of the
+    # feedback (rclpy on Jazzy discards feedback it takes after the result; Kilted keeps all three).
+    assert fault.calls == 4 and asked.feedback
+    assert [n for _, _, n in asked.feedback] == list(range(1, len(asked.feedback) + 1))
+    assert len(asked.feedback) <= 3
     fault.remove()
     again = client.send("Is the road blocked?")
     assert again.wait(60) and again.status == GoalStatus.STATUS_SUCCEEDED
@@ -288,12 +307,14 @@ def test_periodic_captions_keep_their_period_while_questions_are_asked(ros, lett
         feeder.join()
     longest_answer = max(a.done_at - a.sent for a in asked)
     assert len(asked) >= 3
-    # Captions as the probe received them: several within the asking window, never further apart
-    # than the period plus one answer and one caption (with slack for a loaded machine).
+    # Captions as the probe received them, from the first question to the last answer: none of the
+    # gaps (the window's ends included) is longer than the period plus the question in progress and a
+    # caption (bounded by an answer) — with slack for a loaded machine. Answers slow down under load,
+    # so the bound follows the longest one measured.
     inside = [t for t in times if begin <= t <= end]
-    assert len(inside) >= 3, (times, begin, end)
-    gaps = np.diff([t for t in times if begin - period <= t <= end])
-    assert gaps.max() <= period + 2 * longest_answer + 1.5, gaps
+    assert inside, (times, begin, end)
+    gaps = np.diff([begin, *inside, end])
+    assert gaps.max() <= period + 2 * longest_answer + 1.5, (gaps, longest_answer)
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
