@@ -121,7 +121,8 @@ def run_node(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         rows = [_node_scenario(args, model, beside) for beside in (False, True)]
     return (
         rows,
-        f"cpu ({platform.processor() or platform.machine()}, {args.threads} torch threads, {os.cpu_count()} cores)",
+        f"cpu ({platform.processor() or platform.machine()}, {args.threads} torch threads, "
+        f"{os.cpu_count()} cores)",
     )
 
 

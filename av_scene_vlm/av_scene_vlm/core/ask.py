@@ -13,7 +13,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +22,6 @@ from transformers.generation.streamers import BaseStreamer
 
 from av_scene_vlm.core.ask_limits import DEFAULT_MAX_QUESTION_CHARS, check_question
 from av_scene_vlm.core.caption_images import as_rgb, to_chw
-
-if TYPE_CHECKING:
-    from av_scene_vlm.core.captioner import Captioner
 
 __all__ = ["DEFAULT_MAX_QUESTION_CHARS", "AskResult", "ask", "check_question"]
 
@@ -90,7 +87,7 @@ class _StopWhen(StoppingCriteria):
 
 
 def ask(
-    captioner: Captioner,
+    captioner: Any,
     image: np.ndarray,
     question: str,
     *,
@@ -99,7 +96,8 @@ def ask(
     should_stop: Callable[[], bool] | None = None,
     max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS,
 ) -> AskResult:
-    """Answer `question` about one H×W×3 uint8 RGB image with `captioner`'s model (greedy unless it
+    """Answer `question` about one H×W×3 uint8 RGB image with `captioner`'s (a `core.captioner.Captioner`,
+    not imported here: it imports this module) model (greedy unless it
     samples). `on_text(answer_so_far, num_tokens)` runs on this thread after every generated token;
     `should_stop()` true ends generation within one token (the result then has `stopped`).
     ValueError for an empty or over-long question."""

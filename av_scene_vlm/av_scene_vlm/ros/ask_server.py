@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.task import Future
@@ -30,9 +30,6 @@ from av_scene_vlm.ros.camera_input import Camera, Percentiles
 from av_scene_vlm.ros.conversions import image_to_rgb
 from av_scene_vlm_msgs.action import AskScene
 from av_scene_vlm_msgs.msg import SceneAnswer
-
-if TYPE_CHECKING:
-    from av_scene_vlm.core.captioner import Captioner
 
 ACTION_NAME = "~/ask_scene"
 SUCCEEDED, CANCELED, ABORTED = "succeeded", "canceled", "aborted"
@@ -115,6 +112,13 @@ class AskServer:
             goal_callback=self._on_goal,
             cancel_callback=self._on_cancel,
         )
+
+    def destroy(self) -> None:
+        """Destroy the action server (before the node): it holds the node's handle, which would
+        otherwise outlive destroy_node and keep the node's endpoints in the graph after exit."""
+        if self._server is not None:
+            self._server.destroy()
+            self._server = None
 
     @property
     def depth(self) -> int:
@@ -285,7 +289,7 @@ class AskServer:
             self._running = self._queue.popleft() if self._queue else None
             return self._running
 
-    def answer(self, job: AskJob, captioner: Captioner, settings: Any, stopping: Callable[[], bool]) -> None:
+    def answer(self, job: AskJob, captioner: Any, settings: Any, stopping: Callable[[], bool]) -> None:
         """Answer `job` on the worker thread, streaming feedback; every outcome ends the goal.
         `stopping()`: the node is stopping (deactivate, shutdown) — the goal is aborted."""
         try:

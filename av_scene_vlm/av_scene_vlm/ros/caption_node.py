@@ -240,6 +240,10 @@ class CaptionNode(WorkerNode):
         self.asks.abort_all("the node is shutting down")
         return ended
 
+    def destroy_node(self) -> None:
+        self.asks.destroy()
+        super().destroy_node()
+
     def replies_pending(self) -> bool:
         """Action results the executor has yet to send (`run_nodes` spins a little for them)."""
         return self.asks.replies_pending()
