@@ -50,15 +50,20 @@ class Feeder:
         self._thread.join()
 
 
-def test_sigterm_while_answering_ends_the_goal_and_exits_cleanly(tiny_qwen, tmp_path) -> None:
-    params = [f"caption_model:={tiny_qwen}", *SMALL, "ask_max_new_tokens:=2000"]
+def start_node(tiny_qwen: Path, tmp_path: Path, *params: str) -> tuple[NodeProcess, Feeder]:
+    """caption_node as `ros2 run` starts it (tiny model, CPU, no periodic captions), fed frames."""
+    args = [f"caption_model:={tiny_qwen}", *SMALL, *params]
     proc = NodeProcess(
         "av_scene_vlm.ros.caption_node",
         ["caption_node"],
-        [a for p in params for a in ("-p", p)],
+        [a for p in args for a in ("-p", p)],
         tmp_path / "node.log",
     )
-    feeder = Feeder(proc.client_node)
+    return proc, Feeder(proc.client_node)
+
+
+def test_sigterm_while_answering_ends_the_goal_and_exits_cleanly(tiny_qwen, tmp_path) -> None:
+    proc, feeder = start_node(tiny_qwen, tmp_path, "ask_max_new_tokens:=2000")
     try:
         client = AskClient(proc.client_node, "/caption_node/ask_scene")
         assert client.wait_for_server(60)
@@ -107,14 +112,7 @@ def test_readme_ros2_action_commands_work_verbatim(tiny_qwen, tmp_path) -> None:
     goals = [c for c in commands if shlex.split(c)[2] == "send_goal"]
     assert goals and all("--feedback" in shlex.split(c) for c in goals), commands
     env = ament_env(HF_HUB_OFFLINE="1")
-    params = [f"caption_model:={tiny_qwen}", *SMALL, "ask_max_new_tokens:=8"]
-    proc = NodeProcess(
-        "av_scene_vlm.ros.caption_node",
-        ["caption_node"],
-        [a for p in params for a in ("-p", p)],
-        tmp_path / "node.log",
-    )
-    feeder = Feeder(proc.client_node)
+    proc, feeder = start_node(tiny_qwen, tmp_path, "ask_max_new_tokens:=8")
     try:
         assert wait_for(lambda: proc.client_node.count_subscribers(CAMERA) > 0, 30)
         time.sleep(1.0)  # frames have reached the node
