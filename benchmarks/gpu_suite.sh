@@ -101,6 +101,16 @@ else
         --compare-compile --repeats 5 --batch 4 --json "$caption_json"
     captions=("$tiny_json" "$caption_json")
 fi
+# Ask the scene (issue 27): first streamed token and a 32-token answer of Qwen2.5-VL-3B (compiled),
+# alone and with captions every second beside it; own table and JSON (targets: <= 150 ms, <= 0.5 s).
+ask_json="$DEST/ask_core_$suffix.json"
+if [ "$QUICK" = 1 ]; then
+    run ask 120 "$PY" benchmarks/bench_ask.py --mode core --config tiny --device "$DEVICE" --repeats 3 \
+        --new-tokens 8 --size 112 --period 0.3 --json "$ask_json"
+else
+    run ask 200 "$PY" benchmarks/bench_ask.py --mode core --config 3b --device "$DEVICE" --repeats 10 \
+        --new-tokens 32 --period 1 --json "$ask_json"
+fi
 report=("$PY" benchmarks/gpu_report.py "$engine_json" "${captions[@]}" --threaded "$threaded_json" --steps "$steps_json")
 "${report[@]}" | tee "$DEST/gpu_table_$suffix.txt"
 report_rc=${PIPESTATUS[0]}

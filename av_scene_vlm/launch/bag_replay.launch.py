@@ -16,6 +16,7 @@ camera recording, the most common "no messages on replay" mistake.
 
 from __future__ import annotations
 
+from av_scene_vlm.core.dds_profile import fastdds_major, profile_variables
 from launch import LaunchContext, LaunchDescription
 from launch.action import Action
 from launch.actions import (
@@ -30,7 +31,6 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "av_scene_vlm"
-PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
 
 
 def _play(context: LaunchContext) -> list[Action]:
@@ -53,7 +53,7 @@ def _play(context: LaunchContext) -> list[Action]:
     if large in ("true", "1"):
         share = FindPackageShare(PACKAGE).perform(context)
         profile = PathJoinSubstitution([share, "config", "fastdds_local_large_frames.xml"]).perform(context)
-        env = dict.fromkeys(PROFILE_VARIABLES, profile)
+        env = dict.fromkeys(profile_variables(fastdds_major()), profile)
     play = ExecuteProcess(cmd=cmd, name="bag_play", output="screen", additional_env=env)
     # Frames played while a model still loads are dropped (newest-frame slots), so wait if asked.
     return [TimerAction(period=delay, actions=[play])] if delay > 0 else [play]

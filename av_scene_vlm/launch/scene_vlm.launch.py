@@ -14,12 +14,14 @@ Every node loads `params_file` first; launch arguments left empty keep the file'
 params file stays the single source of truth and the command line only overrides what it names.
 `use_sim_time` goes to every node (RViz too), so bag replay with `--clock` lines up everywhere.
 `large_frames:=true` gives every process it starts the bundled Fast DDS profile for raw frames on
-this computer, in both variables (Fast DDS 2.x reads FASTRTPS_..., 3.x FASTDDS_DEFAULT_PROFILES_FILE).
+this computer, in the variable the installed Fast DDS reads (3.x FASTDDS_DEFAULT_PROFILES_FILE, 2.x
+FASTRTPS_...; both where its version is unknown: `core.dds_profile`).
 """
 
 from __future__ import annotations
 
 import yaml
+from av_scene_vlm.core.dds_profile import fastdds_major, profile_variables
 from launch import LaunchContext, LaunchDescription
 from launch.action import Action
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
@@ -33,8 +35,6 @@ from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
 PACKAGE = "av_scene_vlm"
-# Fast DDS 3.x (Kilted) and 2.x (Humble, Jazzy) read the default profile from different variables.
-PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -75,7 +75,7 @@ def large_frames_env(context: LaunchContext) -> dict[str, str]:
         return {}
     share = FindPackageShare(PACKAGE).perform(context)
     profile = PathJoinSubstitution([share, "config", "fastdds_local_large_frames.xml"]).perform(context)
-    return dict.fromkeys(PROFILE_VARIABLES, profile)
+    return dict.fromkeys(profile_variables(fastdds_major()), profile)
 
 
 def _managed(node: LifecycleNode, autostart: bool) -> list[Action]:

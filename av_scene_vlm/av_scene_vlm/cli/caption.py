@@ -17,14 +17,19 @@ from av_scene_vlm.core.models import DEFAULT_CAPTION_MODEL
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the caption options on `parser`."""
+    add_captioner_arguments(parser)
+    parser.add_argument(
+        "--prompt", default=None, help="instruction (default: a one-sentence driving-scene prompt)"
+    )
+
+
+def add_captioner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The images, the model and its budgets, --json: shared by `caption` and `ask`."""
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV reads)")
     parser.add_argument(
         "--model",
         default=DEFAULT_CAPTION_MODEL,
         help=f"hub id or local directory of a Qwen2.5-VL checkpoint (default: {DEFAULT_CAPTION_MODEL})",
-    )
-    parser.add_argument(
-        "--prompt", default=None, help="instruction (default: a one-sentence driving-scene prompt)"
     )
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (default: 64)")
     parser.add_argument(
@@ -58,11 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
 
 
-def _run(args: argparse.Namespace) -> int:
-    images = read_images(args.images)  # every file checked before the (slow) model load
+def build_captioner(args: argparse.Namespace, prompt: str | None = None):  # -> Captioner
+    """The captioner the options describe, compiled first with --compile on (auto on CUDA)."""
     captioner = make_captioner(
         model=args.model,
-        prompt=args.prompt,
+        prompt=prompt,
         max_new_tokens=args.max_new_tokens,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
@@ -71,7 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         compile=args.compile,
         attn_implementation=args.attn,
     )
-    captioner.warm_up()  # compiles the decoding step first with --compile on / auto on CUDA
+    captioner.warm_up()
+    return captioner
+
+
+def _run(args: argparse.Namespace) -> int:
+    images = read_images(args.images)  # every file checked before the (slow) model load
+    captioner = build_captioner(args, args.prompt)
     for path, rgb in zip(args.images, images, strict=True):
         result = captioner.caption(rgb)
         if args.json:

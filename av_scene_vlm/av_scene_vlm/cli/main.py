@@ -17,6 +17,7 @@ from av_scene_vlm.core.exit_codes import EXIT_USAGE
 COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("av_scene_vlm.cli.classify", "Zero-shot classify images with CLIP."),
     "caption": ("av_scene_vlm.cli.caption", "Describe images with Qwen2.5-VL."),
+    "ask": ("av_scene_vlm.cli.ask", "Ask Qwen2.5-VL a question about each image."),
     "plot": ("av_scene_vlm.cli.plot", "Classify images and save them as a titled grid (PNG)."),
     "similarity": ("av_scene_vlm.cli.similarity", "Image-text cosine similarity matrix (PNG and/or JSON)."),
     "bag": ("av_scene_vlm.cli.bag", "Classify every frame of a rosbag2 offline; write a new bag."),

@@ -310,6 +310,13 @@ class Captioner:
             for i, (generated, grid) in enumerate(rows)
         ]
 
+    def ask(self, image: np.ndarray, question: str, **options: Any) -> Any:
+        """Answer `question` about one image, streaming the text: see `av_scene_vlm.core.ask.ask`
+        for `options` (max_new_tokens, on_text, should_stop, max_question_chars) and the result."""
+        from av_scene_vlm.core.ask import ask
+
+        return ask(self, image, question, **options)
+
     def use_eager(self) -> None:
         """Decode eagerly with the dynamic cache (e.g. after compiling failed; `use_compiled` undoes)."""
         self.compiled = False
@@ -324,22 +331,36 @@ class Captioner:
         self.compile_seconds = None
 
     def generate_ids(
-        self, images: Sequence[np.ndarray], prompt: str | None = None, **overrides: Any
+        self,
+        images: Sequence[np.ndarray],
+        prompt: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(generated token ids B×T on the CPU, image_grid_thw B×3): the raw output of one batched
-        `generate`, for captions and for checking that compiled and eager decoding agree.
-        `overrides`: generation-config fields for this call (e.g. min_new_tokens). A batch size not
-        yet compiled compiles (and records graphs) holding the device's capture lock."""
+        `generate`, for captions, questions (core/ask.py) and for checking that compiled and eager
+        decoding agree. `overrides`: generation-config fields for this call (e.g. min_new_tokens);
+        `extra`: more `generate` arguments (a streamer, stopping criteria). A batch size not yet
+        compiled compiles (and records graphs) holding the device's capture lock."""
         prompt = self.prompt if prompt is None else prompt
+        if self.compiled and overrides.get("max_new_tokens", 0) > self.max_new_tokens:
+            raise ValueError(
+                f"max_new_tokens {overrides['max_new_tokens']} is over the {self.max_new_tokens} "
+                "(caption_max_new_tokens) the compiled decoder's static cache was sized for"
+            )
         if self.compiled and len(images) not in self.batch_sizes:
             with self.device_lock:
-                out = self._generate(images, prompt, overrides)
+                out = self._generate(images, prompt, overrides, extra or {})
             self.batch_sizes = tuple(sorted({*self.batch_sizes, len(images)}))
             return out
-        return self._generate(images, prompt, overrides)
+        return self._generate(images, prompt, overrides, extra or {})
 
     def _generate(
-        self, images: Sequence[np.ndarray], prompt: str, overrides: Mapping[str, Any]
+        self,
+        images: Sequence[np.ndarray],
+        prompt: str,
+        overrides: Mapping[str, Any],
+        extra: Mapping[str, Any],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         frames = [to_chw(as_rgb(img), self._factor) for img in images]
         gen = self.generation_config
@@ -362,7 +383,9 @@ class Captioner:
                 size=dict(self._size),
             ).to(self.device)
             prompt_len = inputs["input_ids"].shape[1]
-            output = self.model.generate(**inputs, generation_config=gen, **cache, **self.generate_kwargs)
+            output = self.model.generate(
+                **inputs, generation_config=gen, **cache, **extra, **self.generate_kwargs
+            )
             generated = output[:, prompt_len:].cpu()
         return generated, inputs["image_grid_thw"].cpu()
 

@@ -92,6 +92,9 @@ class Camera:
     slot_wait: Percentiles = field(default_factory=Percentiles)  # receive -> worker takes the frame
     overhead: Percentiles = field(default_factory=Percentiles)  # worker time minus engine time
     _slot: tuple[Image | CompressedImage, float] | None = None
+    # The newest valid frame and its receipt (monotonic), kept after the worker took it: a question
+    # (AskScene) is answered about the frame that was newest when its goal was accepted.
+    latest: tuple[Image | CompressedImage, float] | None = None
 
 
 def describe_stream(msg: Image | CompressedImage) -> str:
@@ -249,7 +252,7 @@ class CameraInputs:
             cam.stream.frame(now)  # its stream is named once it decoded: see `decoded`
             if cam._slot is not None:
                 cam.dropped += 1  # overwritten before the worker took it
-            cam._slot = (msg, now)
+            cam._slot = cam.latest = (msg, now)
             self._cond.notify()
 
     def decoded(self, cam: Camera, msg: Image | CompressedImage) -> None:
@@ -305,4 +308,5 @@ class CameraInputs:
                 if cam._slot is not None:
                     cam.dropped += 1  # received, never to be processed
                     cam._slot = None
+                cam.latest = None
             self._cond.notify_all()

@@ -23,7 +23,11 @@ else the newest one received) or from a CLIP model of this node's own (`compute`
 Topics, `<ns>` being each camera's output namespace (default `<camera ns>/scene`, as clip_node):
 in: the camera topics, `<ns>/similarity` (similarity_topic source); out: `<ns>/caption`
 (av_scene_vlm_msgs/Caption, reliable, source header), `<ns>/caption_text` (std_msgs/String, with
-`publish_text`), `/diagnostics` (captions, latency p50/p95, dropped / skipped / bad frames, model).
+`publish_text`), `<ns>/answer` (SceneAnswer: each question answered), `/diagnostics` (captions,
+latency p50/p95, dropped / skipped / bad frames, model, questions).
+
+Questions: the AskScene action `<node>/ask_scene` (`ask_server`), answered by the same captioner on
+the same worker, before periodic captions.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from av_scene_vlm.core.batch_limit import BatchLimit
 from av_scene_vlm.core.device_lock import is_out_of_memory
 from av_scene_vlm.core.models import ModelLoadError
 from av_scene_vlm.core.scene_change import SceneChangeDetector, StampKey
+from av_scene_vlm.ros.ask_server import AskServer
 from av_scene_vlm.ros.camera_input import Camera, Percentiles, RateMeter, failures_counted, output_topic
 from av_scene_vlm.ros.caption_parameters import EXAMPLES, PARAMETERS
 from av_scene_vlm.ros.conversions import ros_message
@@ -55,7 +60,7 @@ from av_scene_vlm.ros.node_utils import (
 )
 from av_scene_vlm.ros.settings import AUTO_PERIOD, CaptionSettings, auto_caption_period
 from av_scene_vlm.ros.worker_node import Frame, WorkerNode
-from av_scene_vlm_msgs.msg import Caption, Similarity
+from av_scene_vlm_msgs.msg import Caption, SceneAnswer, Similarity
 
 if TYPE_CHECKING:
     from av_scene_vlm.core.captioner import Captioner
@@ -86,7 +91,7 @@ class CaptionNode(WorkerNode):
     PARAMETERS = PARAMETERS
     EXAMPLES = EXAMPLES
     SETTINGS = CaptionSettings
-    OUTPUTS: ClassVar = {"caption": Caption, "caption_text": String}
+    OUTPUTS: ClassVar = {"caption": Caption, "caption_text": String, "answer": SceneAnswer}
     STATUS_NAME = "captioner"
     WORKER_WHAT = "captioning"
     STOP_TIMEOUT_S = 10.0  # a caption in progress may take seconds
@@ -98,7 +103,9 @@ class CaptionNode(WorkerNode):
         self.captioner: Captioner | None = None
         self._clip: ZeroShotEngine | None = None
         self._similarity_subs: list[Any] = []
+        self.asks = AskServer()  # before the worker can start (autostart), served once the node exists
         super().__init__(name, **kwargs)
+        self.asks.serve(self)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _configure(self, s: CaptionSettings) -> None:
@@ -167,6 +174,7 @@ class CaptionNode(WorkerNode):
         ]
 
     def _deactivate(self) -> None:
+        self.asks.abort_all(f"the node is deactivating ({self.state})")
         for sub in self._similarity_subs:
             self.destroy_subscription(sub)
         self._similarity_subs = []
@@ -262,8 +270,26 @@ class CaptionNode(WorkerNode):
         emb = self.scenes.received(cam.topic, _key(msg.header), exact=False)
         return self.scenes.changed(cam.topic, emb, threshold)
 
+    def stop_worker(self, timeout: float | None) -> bool:
+        """Also end the questions still waiting (SIGINT/SIGTERM): their clients see them aborted."""
+        ended = super().stop_worker(timeout)
+        self.asks.abort_all("the node is shutting down")
+        return ended
+
+    def destroy_node(self) -> None:
+        self.asks.destroy()
+        super().destroy_node()
+
+    def replies_pending(self) -> bool:
+        """Action results the executor has yet to send (`run_nodes` spins a little for them)."""
+        return self.asks.replies_pending()
+
     def _step(self) -> None:
         self._retry_compile()
+        job = self.asks.next_job()  # questions first: one waits for at most the caption in progress
+        if job is not None:
+            self.asks.answer(job, self.captioner, self.settings, self._stop.is_set)
+            return
         s, frames = self.take_frames(self.batch_limit.size(len(self.cameras)), self._keep)
         period, threshold = self._period(s), s.caption_scene_change_threshold
         work: list[_Work] = []
@@ -349,6 +375,7 @@ class CaptionNode(WorkerNode):
                 "failed_batches": self.batch_limit.failures,
                 "worker_errors": self.worker_errors.count,
                 "last_worker_error": self.worker_errors.last,
+                **self.asks.values(),
             },
         )
 

@@ -3,6 +3,7 @@ generated from it, and scene_vlm declares it beside clip_node's."""
 
 from __future__ import annotations
 
+from av_scene_vlm.core.ask_limits import DEFAULT_MAX_QUESTION_CHARS
 from av_scene_vlm.core.caption_cache import DEFAULT_PROMPT_TOKEN_BUDGET
 from av_scene_vlm.core.models import (
     DEFAULT_CAPTION_MODEL,
@@ -97,6 +98,28 @@ PARAMETERS: dict[str, ParamSpec] = {
         False,
         "Also publish std_msgs/String on '<camera ns>/scene/caption_text' (no caption_ prefix: no other "
         "node declares it).",
+        False,
+    ),
+    "ask_queue_size": (
+        4,
+        "AskScene goals that may wait for the model (beyond the one being answered); more are rejected.",
+        False,
+    ),
+    "ask_max_frame_age": (
+        1.0,
+        "Oldest frame (s from its receipt to the goal's acceptance) a question is answered about, for "
+        "goals with max_frame_age 0; an older or missing frame aborts the goal.",
+        False,
+    ),
+    "ask_max_new_tokens": (
+        64,
+        "Most tokens per answer, for goals with max_new_tokens 0; a goal asking for more is rejected.",
+        False,
+    ),
+    "ask_max_question_chars": (
+        DEFAULT_MAX_QUESTION_CHARS,
+        "Longest question in characters (kept within the compiled captioner's prompt budget); longer "
+        "or empty ones are rejected.",
         False,
     ),
     "diagnostics_period": DIAGNOSTICS_PERIOD,

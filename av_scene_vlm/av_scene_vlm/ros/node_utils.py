@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import rclpy
 from rclpy.node import Node
@@ -259,6 +260,19 @@ def _start_and_spin(
     return exit_code
 
 
+def _send_replies(nodes: Sequence[Node], executor: Any, wait: float = 1.0) -> None:
+    """Spin until the nodes' pending action results are sent (goals ended by the stop), at most
+    `wait` s: a client whose goal was running sees it end instead of waiting forever."""
+    deadline = time.monotonic() + wait
+    pending = [n for n in nodes if getattr(n, "replies_pending", lambda: False)()]
+    if not pending:
+        return
+    while time.monotonic() < deadline and any(n.replies_pending() for n in pending):
+        executor.spin_once(timeout_sec=0.05)
+    for _ in range(4):  # the result responses themselves are done callbacks, one spin later
+        executor.spin_once(timeout_sec=0.05)
+
+
 def _close(nodes: Sequence[Node], executor: object | None, wait: float | None) -> list[str]:
     """Stop the nodes' workers (waiting at most `wait` s in all; None: for as long as they take),
     destroy the nodes and shut rclpy down; returns the workers still busy."""
@@ -271,6 +285,7 @@ def _close(nodes: Sequence[Node], executor: object | None, wait: float | None) -
             if not stop(left):
                 busy.append(node.get_name())
     if executor is not None:
+        _send_replies(nodes, executor)
         executor.shutdown()  # type: ignore[attr-defined]
     for node in nodes:
         node.destroy_node()

@@ -205,6 +205,10 @@ class CaptionSettings:
     caption_nice: int
     publish_text: bool
     use_cv_bridge: bool
+    ask_queue_size: int
+    ask_max_frame_age: float
+    ask_max_new_tokens: int
+    ask_max_question_chars: int
 
     @classmethod
     def parse(
@@ -238,6 +242,7 @@ class CaptionSettings:
                 f"got {self.caption_embedding_source!r}"
             )
         self.captioner.validate()
+        _check_ask(self)
 
     @property
     def computes_embeddings(self) -> bool:
@@ -248,3 +253,15 @@ class CaptionSettings:
     def clip(self) -> EngineOptions:
         """The CLIP model for `caption_embedding_source: compute`, on the captioner's device."""
         return EngineOptions(model=self.caption_clip_model, device=self.captioner.device)
+
+
+def _check_ask(s: CaptionSettings) -> None:
+    """The AskScene action's bounds (see ros/ask_server.py)."""
+    if s.ask_queue_size < 1:
+        raise ValueError(f"ask_queue_size must be >= 1 (goals waiting), got {s.ask_queue_size}")
+    if not s.ask_max_frame_age > 0:
+        raise ValueError(f"ask_max_frame_age must be > 0 seconds, got {s.ask_max_frame_age:g}")
+    if s.ask_max_new_tokens < 1:
+        raise ValueError(f"ask_max_new_tokens must be >= 1, got {s.ask_max_new_tokens}")
+    if s.ask_max_question_chars < 1:
+        raise ValueError(f"ask_max_question_chars must be >= 1, got {s.ask_max_question_chars}")
