@@ -23,7 +23,7 @@ from ros_helpers import NodeProcess, header, image_msg, wait_for  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-CAMERA = "/camera/image_raw"  # caption_node's default camera
+CAMERA = "/image_raw"  # caption_node's default camera: the relative image_raw, un-remapped
 SMALL = ("caption_device:=cpu", "caption_max_pixels:=12544", "caption_period:=1000.0")
 
 

@@ -21,6 +21,7 @@ DISTRIBUTIONS = {
 ROS = {
     "rclpy",
     "rcl_interfaces",
+    "action_msgs",
     "std_msgs",
     "sensor_msgs",
     "diagnostic_msgs",

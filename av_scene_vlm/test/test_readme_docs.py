@@ -68,6 +68,13 @@ CORRECTED = {
         "the shared list is generated now (it missed max_frame_pixels and autostart)"
     ),
     "are the same parameters as clip_node's; the rest are the captioner's own.": "(the line above)",
+    "`make demo` and the benchmarks set both (`core/dds_profile.py`)": "the installed Fast DDS's only",
+    "`large_frames:=true`, for every process they start": "(the line above; INSTALL.md says it now)",
+    "in both variables (Fast DDS 2.x and 3.x;": "the installed version's variable (issue 27's dds_profile)",
+    "(see [Image-tower backends]": "the section is a page now: BACKENDS.md, linked by name",
+    "a capture that fails or differs logs one warning and the engine runs": "issue 26: a failure is retried",
+    "eagerly from then on. Parameter `cuda_graphs`": "(the line above; a mismatch disables)",
+    "batch sizes are padded up, never recompiled); `/diagnostics`": "issue 26: padded within the limit",
 }
 
 

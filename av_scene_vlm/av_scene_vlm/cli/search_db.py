@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from av_scene_vlm.cli.common import CliError, make_engine, query_vector
+from av_scene_vlm.core.exit_codes import EXIT_FAILED
 
 
 def format_hits(hits) -> list[str]:
@@ -49,8 +50,8 @@ def run_db(args: argparse.Namespace, query: str | None, image: np.ndarray | None
         where = f"topic IN ({quoted})" + (f" AND ({where})" if where else "")
     try:
         index = FleetIndex.open(args.db)
-    except FleetError as exc:
-        raise CliError(str(exc)) from None
+    except FleetError as exc:  # no index there, or the `fleet` extra missing: as `index` says it, 1
+        raise CliError(str(exc), EXIT_FAILED) from None
     recorded = index.info.model_id
     if args.model is not None and model_key(args.model) != recorded:
         raise CliError(

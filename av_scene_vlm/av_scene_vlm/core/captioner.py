@@ -260,7 +260,7 @@ class Captioner:
         with self.device_lock:  # no CUDA graph capture on this device meanwhile
             for n in sizes:
                 for _ in range(2):  # compile, then record the CUDA graphs
-                    self._generate([grey] * n, self.prompt, {"min_new_tokens": self.max_new_tokens})
+                    self._generate([grey] * n, self.prompt, {"min_new_tokens": self.max_new_tokens}, {})
         self.compile_seconds = time.perf_counter() - start
         self.batch_sizes = tuple(sorted({*self.batch_sizes, *sizes}))
         return self.compile_seconds
