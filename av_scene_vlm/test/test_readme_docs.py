@@ -75,6 +75,12 @@ CORRECTED = {
     "a capture that fails or differs logs one warning and the engine runs": "issue 26: a failure is retried",
     "eagerly from then on. Parameter `cuda_graphs`": "(the line above; a mismatch disables)",
     "batch sizes are padded up, never recompiled); `/diagnostics`": "issue 26: padded within the limit",
+    "sections apply) and type-checks both before either model loads, plus:": "NODES: plus enable_caption",
+    "scene_vlm.launch.py --show-args": "the table is the README's (NODES says so)",
+    "**`scene_vlm.launch.py`** starts `clip_node` and `caption_node`": "shorter in the README",
+    "`params_file` first; arguments left empty keep the file's values": "(the line above)",
+    "single source of truth and the command line only overrides what it names.": "(the line above)",
+    "other argument above through. It adds:": "the table moved to NODES, which names the launch file",
 }
 
 
