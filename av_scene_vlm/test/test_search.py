@@ -134,13 +134,13 @@ def test_index_table_contact_sheet_and_errors(drive, db, tiny_clip, tiny_clip_2,
     only_front = _json(capsys, "--db", db, QUERY, "--topics", FRONT, "--top-k", "100")
     assert len(only_front) == 4 and {o["topic"] for o in only_front} == {FRONT}  # --topics applies
     assert _run(capsys, "--db", db, QUERY, "--model", str(tiny_clip))[0] == 0  # the index's own model
-    for argv, message in [
-        (["--db", db, QUERY, "--model", str(tiny_clip_2)], "would compare embeddings of two models"),
-        (["--db", str(tmp_path / "none"), QUERY], "is not a fleet index"),
-        (["--db", db], "give either a QUERY or --image"),
-        (["--db", db, QUERY, "--where", "road_user = "], "cannot search"),
-        (["--db", db, QUERY, "--no-embeddings"], "--no-embeddings is for one bag"),
-        ([str(root / "raw"), QUERY, "--image", str(Path(db) / "x.png")], "give either a QUERY or --image"),
+    for argv, message, expected in [  # README, "Exit codes": 1 an input that is not there, 2 usage
+        (["--db", db, QUERY, "--model", str(tiny_clip_2)], "would compare embeddings of two models", 2),
+        (["--db", str(tmp_path / "none"), QUERY], "is not a fleet index", 1),
+        (["--db", db], "give either a QUERY or --image", 2),
+        (["--db", db, QUERY, "--where", "road_user = "], "cannot search", 2),
+        (["--db", db, QUERY, "--no-embeddings"], "--no-embeddings is for one bag", 2),
+        ([str(root / "raw"), QUERY, "--image", str(Path(db) / "x.png")], "give either a QUERY or --image", 2),
     ]:
         code, _, err = _run(capsys, *argv)
-        assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
+        assert code == expected and err.count("\n") == 1 and message in err, (argv, err)
