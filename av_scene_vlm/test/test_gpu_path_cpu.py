@@ -250,6 +250,29 @@ def test_one_static_cache_per_batch_size_reused_with_the_eager_tokens(tiny_qwen:
     assert cache.layers[0].max_cache_len == static.cache_length
 
 
+def test_the_cache_keyword_follows_the_installed_transformers(tiny_qwen: Path, monkeypatch) -> None:
+    """`cache=` where transformers has the name (the venv's 5.24), `past_key_values=` before it (the GPU
+    machine's 5.17 would take `cache=` as an unused model kwarg and fail every compiled caption); the
+    static cache passed the old way is reused too, with the eager tokens."""
+    from av_scene_vlm.core.caption_cache import generate_cache_kwarg
+    from transformers.generation import utils
+
+    assert generate_cache_kwarg() == "cache"
+    monkeypatch.delattr(utils, "ALL_CACHE_NAMES")
+    assert generate_cache_kwarg() == "past_key_values"
+    monkeypatch.undo()
+    eager = Captioner(str(tiny_qwen), max_new_tokens=4, compile="off")
+    static = Captioner(str(tiny_qwen), max_new_tokens=4, compile="off")
+    static.compiled, static.batch_sizes, static._cache_kwarg = True, (2,), "past_key_values"
+    frames = _frames()
+    got, _ = static.generate_ids(frames, min_new_tokens=4)
+    storage = static.caches.storage(2)
+    assert storage is not None
+    assert torch.equal(static.generate_ids(frames, min_new_tokens=4)[0], got)
+    assert static.caches.storage(2) == storage
+    assert torch.equal(got, eager.generate_ids(frames, min_new_tokens=4)[0])
+
+
 def test_cache_length_and_prompt_budget(tiny_qwen: Path) -> None:
     captioner = Captioner(
         str(tiny_qwen),

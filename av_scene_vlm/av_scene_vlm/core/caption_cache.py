@@ -6,7 +6,7 @@ step; they stay valid only while its shapes and the cache's addresses do. transf
 new `StaticCache` in every `generate()` (generation/utils.py, `_prepare_static_cache`: `cache =
 StaticCache(**self_attention_cache_kwargs)`), so each caption would record graphs again and keep the
 old ones. Here one cache per compiled batch size is made once, `reset()` before each call and passed
-to `generate(cache=...)` (5.24's name; `past_key_values` is its deprecated alias). Its length is
+to `generate` (as `cache=`, 5.24's name, or `past_key_values=` before: `generate_cache_kwarg`). Its length is
 fixed when the captioner is built: the chat template's tokens + the prompt-token budget + the most
 visual tokens `max_pixels` allows + `max_new_tokens`; a prompt within the budget never changes a
 compiled shape, one over it is refused with the budget in the reason. The prefill is not compiled
@@ -74,6 +74,17 @@ def batch_plan(n: int, compiled: Sequence[int], limit: int | None = None) -> lis
         return [(n, n)]
     size = max(smaller)
     return [(min(size, n - start), size) for start in range(0, n, size)]
+
+
+def generate_cache_kwarg() -> str:
+    """`generate()`'s keyword for a cache passed in: `cache` where transformers renamed it (5.24:
+    generation/utils.py `ALL_CACHE_NAMES = ["cache"] + DEPRECATED_CACHE_NAMES`), `past_key_values` in the
+    releases before (setup.py allows 5.0; the GPU machine's suite runs 5.17), where `cache=` would be an
+    unused model kwarg and every compiled caption would fail."""
+    from transformers.generation import utils
+
+    names = getattr(utils, "ALL_CACHE_NAMES", None) or ()
+    return "cache" if "cache" in names else "past_key_values"
 
 
 class StaticCaches:

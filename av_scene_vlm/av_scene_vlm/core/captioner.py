@@ -36,6 +36,7 @@ from av_scene_vlm.core.caption_cache import (
     StaticCaches,
     batch_plan,
     cache_length,
+    generate_cache_kwarg,
     max_visual_tokens,
     warm_up_side,
 )
@@ -190,6 +191,7 @@ class Captioner:
         self.cache_length = cache_length(template, budget, visual, self.max_new_tokens)
         text = self.model.config.get_text_config(decoder=True)
         self.caches = StaticCaches(text, self.cache_length)
+        self._cache_kwarg = generate_cache_kwarg()
 
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens of an instruction (caption prompt or question), as counted against the budget."""
@@ -373,7 +375,7 @@ class Captioner:
         with self._lock, torch.inference_mode():
             cache: dict[str, Any] = {}
             if self.compiled:  # the batch size's own static cache, emptied: same addresses every call
-                cache["cache"] = self.caches.get(len(frames))
+                cache[self._cache_kwarg] = self.caches.get(len(frames))
             text = self._chat_text(prompt)
             inputs = self.processor(
                 text=[text] * len(frames),
