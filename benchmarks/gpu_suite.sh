@@ -82,7 +82,10 @@ if [ "$QUICK" = 1 ]; then
     # are the GPU run's comparisons; on a busy 2-core CPU they alone took minutes).
     run engine 420 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" --quick --json "$engine_json" \
         --parts parity engine
-    run threaded 200 "$PY" benchmarks/bench_threaded.py --device "$DEVICE" --quick --json "$threaded_json"
+    # Compiled decoding on the CPU too (inductor's C++ backend, ~20 s): the lock and the deferred batches
+    # are exercised, not only the eager path (a broken warm-up once reached a GPU this way unseen).
+    run threaded 200 "$PY" benchmarks/bench_threaded.py --device "$DEVICE" --quick --compile-on-cpu \
+        --json "$threaded_json"
     run caption_tiny 300 "$PY" benchmarks/bench_caption.py --device "$DEVICE" --configs tiny \
         --compare-compile --repeats 2 --batch 2 --new-tokens 8 --json "$tiny_json"
     captions=("$tiny_json")
