@@ -219,9 +219,10 @@ def show_args(text: str) -> dict[str, str | None]:
     return args
 
 
-def readme_table(after: str) -> dict[str, str | None]:
-    """The `| argument | default | meaning |` table following the text `after` in README.md."""
-    text = (REPO / "README.md").read_text()
+def readme_table(after: str, page: str = "README.md") -> dict[str, str | None]:
+    """The `| argument | default | meaning |` table following the text `after` in README.md (or a page:
+    bag_replay's table is in docs/NODES.md)."""
+    text = (REPO / page).read_text()
     rows = text[text.index(after) :].split("| argument | default | meaning |", 1)[1].split("\n\n", 1)[0]
     table: dict[str, str | None] = {}
     for row in rows.splitlines()[2:]:
@@ -237,7 +238,7 @@ def readme_table(after: str) -> dict[str, str | None]:
 def test_show_args_are_the_readme_tables(workspace: Workspace) -> None:
     needs_ros2()
     scene = readme_table("**`scene_vlm.launch.py`**")
-    replay = readme_table("**`bag_replay.launch.py`**")
+    replay = readme_table("**`bag_replay.launch.py`** includes `scene_vlm.launch.py`", "docs/NODES.md")
     assert scene and replay
     shown = show_args(run_sourced(workspace, "ros2 launch av_scene_vlm scene_vlm.launch.py --show-args"))
     assert shown == scene
