@@ -223,3 +223,28 @@ def test_compiled_decoding_gives_the_eager_tokens(tiny_qwen: Path) -> None:
     single = compiled.caption_batch(frames[:1])
     assert len(single) == 1 and single[0].num_tokens == eager.caption(frames[0]).num_tokens
     assert eager.warm_up() == 0.0  # nothing to compile
+
+
+def test_auto_dtype_on_a_cpu_is_the_checkpoints_bf16_where_the_cpu_has_it(
+    tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qwen2.5-VL is published in bf16: `auto` on a CPU keeps it where the CPU computes bf16 natively
+    (AVX512_BF16 / AMX, simulated with $AV_SCENE_VLM_CPU_FLAGS), else float32; an fp32 checkpoint (the
+    tests' tiny one) and an explicit dtype stay as they are."""
+    import shutil
+
+    bf16 = tmp_path / "tiny-bf16"
+    shutil.copytree(tiny_qwen, bf16)
+    config = json.loads((bf16 / "config.json").read_text())
+    config["dtype"] = "bfloat16"  # what Qwen/Qwen2.5-VL-3B-Instruct's config.json declares
+    (bf16 / "config.json").write_text(json.dumps(config))
+    frame = np.full((64, 64, 3), 90, np.uint8)
+
+    monkeypatch.setenv("AV_SCENE_VLM_CPU_FLAGS", "avx512f avx512_bf16")
+    native = Captioner(str(bf16), device="cpu", max_new_tokens=3)
+    assert native.model.dtype == torch.bfloat16
+    assert native.caption(frame).num_tokens >= 1
+    assert Captioner(str(tiny_qwen), device="cpu").model.dtype == torch.float32  # an fp32 checkpoint
+    assert Captioner(str(bf16), device="cpu", dtype="float32").model.dtype == torch.float32
+    monkeypatch.setenv("AV_SCENE_VLM_CPU_FLAGS", "avx2 avx512f")  # no bf16 instructions: emulated, slower
+    assert Captioner(str(bf16), device="cpu").model.dtype == torch.float32

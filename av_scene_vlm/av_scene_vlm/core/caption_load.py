@@ -9,6 +9,7 @@ Why attention and compile are resolved together: flash_attention_2 and compiled 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -22,15 +23,41 @@ from av_scene_vlm.core.models import (
     from_pretrained,
     resolve_dtype,
 )
+from av_scene_vlm.core.precision import cpu_supports
 
 
-def resolve_caption_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
+def resolve_caption_dtype(
+    dtype: str, device: torch.device, checkpoint_dtype: str | None = None, flags: Iterable[str] | None = None
+) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported). On a CPU: the checkpoint's own
+    bfloat16 (Qwen2.5-VL is published in bf16: fp32 only upcasts it) where the CPU has AVX512_BF16 or
+    AMX-BF16 (measured 2.6x the fp32 tokens/s on the 3B architecture, the same text: docs/PRECISION.md),
+    else float32 (a CPU without them emulates bf16, slower than fp32; `flags`: the CPU's, for tests)."""
     if (dtype or "auto").strip().lower() != "auto":
         return resolve_dtype(dtype, device)
     if device.type != "cuda":
-        return torch.float32
+        native = (checkpoint_dtype or "").removeprefix("torch.") == "bfloat16"
+        return torch.bfloat16 if native and cpu_supports("bf16", flags) else torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def caption_dtype_for(model: str, dtype: str, device: torch.device) -> torch.dtype:
+    """`resolve_caption_dtype` for a checkpoint by name: its config is read only for `auto` on a CPU."""
+    auto_cpu = (dtype or "auto").strip().lower() == "auto" and device.type != "cuda"
+    return resolve_caption_dtype(dtype, device, checkpoint_dtype(model) if auto_cpu else None)
+
+
+def checkpoint_dtype(model: str) -> str | None:
+    """The dtype a checkpoint's config declares ('bfloat16' for Qwen/Qwen2.5-VL-3B-Instruct), read from
+    its config alone; None where it cannot be read (loading then reports why)."""
+    try:
+        from transformers import AutoConfig
+
+        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
+    except (ModelLoadError, ImportError, OSError, ValueError):
+        return None
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return None if value is None else str(value).removeprefix("torch.")
 
 
 def resolve_attn_implementation(

@@ -46,7 +46,12 @@ PARAMETERS: dict[str, ParamSpec] = {
         True,
     ),
     "caption_device": ("auto", "auto, cpu, cuda or cuda:N.", True),
-    "caption_dtype": ("auto", "auto (bf16 or fp16 on GPU, fp32 on CPU), float32, float16 or bfloat16.", True),
+    "caption_dtype": (
+        "auto",
+        "auto (bf16 or fp16 on GPU; on a CPU the checkpoint's bf16 where the CPU has AVX512_BF16/AMX, "
+        "else fp32), float32, float16 or bfloat16.",
+        True,
+    ),
     "caption_compile": (
         "auto",
         "Static KV cache + compiled decoding step (~2x faster captions on a GPU after a compile of about "
