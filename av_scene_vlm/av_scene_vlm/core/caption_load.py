@@ -9,7 +9,8 @@ Why attention and compile are resolved together: flash_attention_2 and compiled 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -27,35 +28,23 @@ from av_scene_vlm.core.precision import cpu_supports
 
 
 def resolve_caption_dtype(
-    dtype: str, device: torch.device, checkpoint_dtype: str | None = None, flags: Iterable[str] | None = None
+    dtype: str, device: torch.device, checkpoint_dtype: str | None = None
 ) -> torch.dtype:
     """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported). On a CPU: the checkpoint's own
     bfloat16 (Qwen2.5-VL is published in bf16: fp32 only upcasts it) where the CPU has AVX512_BF16 or
     AMX-BF16 (measured 2.6x the fp32 tokens/s on the 3B architecture, the same text: docs/PRECISION.md),
-    else float32 (a CPU without them emulates bf16, slower than fp32; `flags`: the CPU's, for tests)."""
+    else float32 (a CPU without them emulates bf16, slower than fp32; $AV_SCENE_VLM_CPU_FLAGS simulates
+    another CPU)."""
     if (dtype or "auto").strip().lower() != "auto":
         return resolve_dtype(dtype, device)
     if device.type != "cuda":
         native = (checkpoint_dtype or "").removeprefix("torch.") == "bfloat16"
-        return torch.bfloat16 if native and cpu_supports("bf16", flags) else torch.float32
+        return torch.bfloat16 if native and cpu_supports("bf16") else torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def caption_dtype_for(model: str, dtype: str, device: torch.device) -> torch.dtype:
-    """`resolve_caption_dtype` for a checkpoint by name: its config is read only for `auto` on a CPU."""
-    auto_cpu = (dtype or "auto").strip().lower() == "auto" and device.type != "cuda"
-    return resolve_caption_dtype(dtype, device, checkpoint_dtype(model) if auto_cpu else None)
-
-
-def checkpoint_dtype(model: str) -> str | None:
-    """The dtype a checkpoint's config declares ('bfloat16' for Qwen/Qwen2.5-VL-3B-Instruct), read from
-    its config alone; None where it cannot be read (loading then reports why)."""
-    try:
-        from transformers import AutoConfig
-
-        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
-    except (ModelLoadError, ImportError, OSError, ValueError):
-        return None
+def config_dtype(config: Any) -> str | None:
+    """The dtype a checkpoint's config declares ('bfloat16' for Qwen/Qwen2.5-VL-3B-Instruct)."""
     value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     return None if value is None else str(value).removeprefix("torch.")
 
@@ -87,26 +76,11 @@ def resolve_compile(mode: str, device: torch.device, attn_implementation: str = 
     return key == "on" or (key == "auto" and device.type == "cuda" and not fa2)
 
 
-def load_captioner(model: str, device: torch.device, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
-    """Load model + processor, turning every failure into a ModelLoadError naming `model`."""
+@contextmanager
+def _load_errors(model: str) -> Iterator[None]:
+    """Every failure to load `model` as one ModelLoadError naming it, with the remedy."""
     try:
-        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
-        if getattr(config, "model_type", None) != "qwen2_5_vl":
-            raise ModelLoadError(
-                f"model '{model}' is a '{getattr(config, 'model_type', '?')}' checkpoint, "
-                f"not Qwen2.5-VL (e.g. {DEFAULT_CAPTION_MODEL})"
-            )
-        processor = from_pretrained(AutoProcessor, model, example=DEFAULT_CAPTION_MODEL)
-        net = from_pretrained(
-            Qwen2_5_VLForConditionalGeneration,
-            model,
-            example=DEFAULT_CAPTION_MODEL,
-            config=config,
-            dtype=dtype,
-            attn_implementation=attn,
-        )
+        yield
     except ModelLoadError as exc:
         message = str(exc)
         if "hf download" not in message:
@@ -122,4 +96,35 @@ def load_captioner(model: str, device: torch.device, dtype: torch.dtype, attn: s
             "(a requirement of av_scene_vlm: install the torchvision built for your torch); "
             "flash_attention_2 needs the flash_attn package."
         ) from None
+
+
+def load_captioner(
+    model: str, device: torch.device, dtype: str, attn_implementation: str, compiled: bool
+) -> tuple[Any, Any]:
+    """Load model + processor, turning every failure into a ModelLoadError naming `model`. The config is
+    read once, first: its dtype decides `auto` on a CPU (`resolve_caption_dtype`), and the dtype the
+    attention (`resolve_attn_implementation`). A bad `dtype` value is refused before anything loads."""
+    if (dtype or "auto").strip().lower() != "auto":
+        resolve_dtype(dtype, device)
+    with _load_errors(model):
+        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        config = from_pretrained(AutoConfig, model, example=DEFAULT_CAPTION_MODEL)
+        if getattr(config, "model_type", None) != "qwen2_5_vl":
+            raise ModelLoadError(
+                f"model '{model}' is a '{getattr(config, 'model_type', '?')}' checkpoint, "
+                f"not Qwen2.5-VL (e.g. {DEFAULT_CAPTION_MODEL})"
+            )
+    dt = resolve_caption_dtype(dtype, device, config_dtype(config))
+    attn = resolve_attn_implementation(attn_implementation, device, dt, compiled)
+    with _load_errors(model):
+        processor = from_pretrained(AutoProcessor, model, example=DEFAULT_CAPTION_MODEL)
+        net = from_pretrained(
+            Qwen2_5_VLForConditionalGeneration,
+            model,
+            example=DEFAULT_CAPTION_MODEL,
+            config=config,
+            dtype=dt,
+            attn_implementation=attn,
+        )
     return net.to(device).eval(), processor

@@ -42,7 +42,6 @@ from av_scene_vlm.core.caption_cache import (
 )
 from av_scene_vlm.core.caption_images import as_rgb, to_chw
 from av_scene_vlm.core.caption_load import (
-    caption_dtype_for,
     load_captioner,
     resolve_attn_implementation,
     resolve_caption_dtype,
@@ -110,9 +109,7 @@ class Captioner:
     ) -> None:
         dev = resolve_device(device)
         compiled = resolve_compile(compile, dev, attn_implementation)  # bad values fail before loading
-        dt = caption_dtype_for(model, dtype, dev)
-        attn = resolve_attn_implementation(attn_implementation, dev, dt, compiled)
-        net, processor = load_captioner(model, dev, dt, attn)
+        net, processor = load_captioner(model, dev, dtype, attn_implementation, compiled)
         self._setup(
             net,
             processor,
